@@ -1,0 +1,35 @@
+"""Dagster entry point: the control plane is assembled from one small module per concern."""
+
+from __future__ import annotations
+
+import importlib
+
+from dagster import Definitions
+
+# Each module exports ``defs: Definitions``; a module not written yet is simply absent.
+_MODULES = (
+    "control_plane.observed",
+    "control_plane.gold",
+    "control_plane.checks",
+    "control_plane.dimensions",
+    "control_plane.maintenance",
+    "control_plane.schedules",
+    "control_plane.sensors",
+    "control_plane.exports",
+)
+
+
+def _collect() -> list[Definitions]:
+    found = []
+    for name in _MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        found.append(module.defs)
+    return found
+
+
+defs = Definitions.merge(*_collect())

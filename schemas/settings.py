@@ -1,0 +1,96 @@
+"""The environment contract: every setting TickLake reads, with the embedded-mode defaults.
+
+Read once (``Settings.from_env()``) at a process edge and passed down; nothing else reads
+``os.environ``. Keys are documented in ``.env.example``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Mapping
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _int(env: Mapping[str, str], key: str, default: int) -> int:
+    raw = env.get(key)
+    if raw in (None, ""):
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ValueError(f"{key} must be an integer, got {raw!r}") from exc
+
+
+def _float(env: Mapping[str, str], key: str, default: float) -> float:
+    raw = env.get(key)
+    if raw in (None, ""):
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ValueError(f"{key} must be a number, got {raw!r}") from exc
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All configuration in one immutable object; ``replace()`` it in tests."""
+
+    lake_dir: Path = REPO_ROOT / ".lake"
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    schema_registry_url: str | None = None
+    iceberg_catalog_name: str = "ticklake"
+    iceberg_catalog_uri: str = ""
+    iceberg_warehouse: str = ""
+    iceberg_catalog_type: str = "sql"
+    dagster_home: str = ""
+    topic_partitions: int = 6
+    consumer_group: str = "ticklake-workers"
+    commit_interval_s: float = 2.0
+    max_batch_rows: int = 500_000
+    expire_every_commits: int = 50
+    keep_snapshots: int = 20
+    dedupe_window_hours: float = 48.0
+    metrics_port: int = 9108
+    pushgateway_url: str | None = None
+    alert_webhook_url: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        env = dict(os.environ if env is None else env)
+        lake = Path(env.get("TICKLAKE_LAKE_DIR") or (REPO_ROOT / ".lake")).resolve()
+        return cls(
+            lake_dir=lake,
+            kafka_bootstrap_servers=env.get("KAFKA_BOOTSTRAP_SERVERS") or "127.0.0.1:9092",
+            schema_registry_url=env.get("SCHEMA_REGISTRY_URL") or None,
+            iceberg_catalog_name=env.get("ICEBERG_CATALOG_NAME") or "ticklake",
+            iceberg_catalog_uri=env.get("ICEBERG_CATALOG_URI") or f"sqlite:///{lake / 'catalog.db'}",
+            iceberg_warehouse=env.get("ICEBERG_WAREHOUSE") or f"file://{lake / 'warehouse'}",
+            iceberg_catalog_type=env.get("ICEBERG_CATALOG_TYPE") or "sql",
+            dagster_home=env.get("DAGSTER_HOME") or str(lake / "dagster_home"),
+            topic_partitions=_int(env, "TICKLAKE_TOPIC_PARTITIONS", 6),
+            consumer_group=env.get("TICKLAKE_CONSUMER_GROUP") or "ticklake-workers",
+            commit_interval_s=_float(env, "TICKLAKE_COMMIT_INTERVAL_S", 2.0),
+            max_batch_rows=_int(env, "TICKLAKE_MAX_BATCH_ROWS", 500_000),
+            expire_every_commits=_int(env, "TICKLAKE_EXPIRE_EVERY_COMMITS", 50),
+            keep_snapshots=_int(env, "TICKLAKE_KEEP_SNAPSHOTS", 20),
+            dedupe_window_hours=_float(env, "TICKLAKE_DEDUPE_WINDOW_HOURS", 48.0),
+            metrics_port=_int(env, "TICKLAKE_METRICS_PORT", 9108),
+            pushgateway_url=env.get("PROMETHEUS_PUSHGATEWAY_URL") or None,
+            alert_webhook_url=env.get("ALERT_WEBHOOK_URL") or None,
+        )
+
+    def with_overrides(self, **changes: object) -> "Settings":
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+    def catalog_properties(self) -> dict[str, str]:
+        """pyiceberg ``load_catalog`` properties for the configured catalog type."""
+        if self.iceberg_catalog_type == "rest":
+            props = {"type": "rest", "uri": self.iceberg_catalog_uri}
+            if self.iceberg_warehouse:
+                props["warehouse"] = self.iceberg_warehouse
+            return props
+        return {"type": "sql", "uri": self.iceberg_catalog_uri, "warehouse": self.iceberg_warehouse}
