@@ -15,6 +15,8 @@ from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Snapshot
 
 OFFSETS_PROPERTY = "ticklake.offsets"
+# Cumulative per-topic counters a commit adds to (e.g. silver's dropped duplicates), carried like offsets.
+COUNTERS_PROPERTY = "ticklake.counters"
 # Offsets per source topic, then per partition: the next offset to consume.
 TopicOffsets = dict[str, dict[int, int]]
 
@@ -40,18 +42,31 @@ def snapshot_offsets(snapshot: Snapshot | None) -> str | None:
 
 def recorded_offsets(table: Table) -> TopicOffsets:
     """Offsets of the newest snapshot in the current ancestry that records them ({} for a new table)."""
+    return decode_offsets(_newest_property(table, OFFSETS_PROPERTY))
+
+
+def _newest_property(table: Table, name: str) -> str | None:
     snapshot = table.current_snapshot()
     while snapshot is not None:
-        raw = snapshot_offsets(snapshot)
-        if raw is not None:
-            return decode_offsets(raw)
+        if snapshot.summary is not None and snapshot.summary.get(name) is not None:
+            return snapshot.summary.get(name)
         if snapshot.parent_snapshot_id is None:
             break
         snapshot = table.snapshot_by_id(snapshot.parent_snapshot_id)
-    return {}
+    return None
+
+
+def recorded_counters(table: Table) -> dict[str, dict[str, int]]:
+    """Cumulative counters per topic ({"raw.trades": {"duplicates": 12}}), {} if none."""
+    raw = _newest_property(table, COUNTERS_PROPERTY)
+    return json.loads(raw) if raw else {}
 
 
 def carried_forward_properties(table: Table) -> dict[str, str]:
     """Snapshot properties a non-streaming rewrite (compaction) must pass to keep the ledger intact."""
-    offsets = recorded_offsets(table)
-    return {OFFSETS_PROPERTY: encode_offsets(offsets)} if offsets else {}
+    props = {}
+    for name in (OFFSETS_PROPERTY, COUNTERS_PROPERTY):
+        raw = _newest_property(table, name)
+        if raw is not None:
+            props[name] = raw
+    return props

@@ -11,6 +11,7 @@ lost its partitions in a rebalance (a zombie) therefore finds the new owner's of
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
@@ -23,7 +24,14 @@ from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.expressions import BooleanExpression
 from pyiceberg.table import Table
 
-from schemas.offsets import OFFSETS_PROPERTY, TopicOffsets, encode_offsets, recorded_offsets
+from schemas.offsets import (
+    COUNTERS_PROPERTY,
+    OFFSETS_PROPERTY,
+    TopicOffsets,
+    encode_offsets,
+    recorded_counters,
+    recorded_offsets,
+)
 from schemas.tables.spec import TableSpec, ensure_table
 
 log = logging.getLogger(__name__)
@@ -89,6 +97,7 @@ class LedgerTable:
         expected: Mapping[int, int | None],
         next_offsets: Mapping[int, int],
         replace: Callable[[pa.Table], BooleanExpression | None] | None = None,
+        counters: Mapping[str, int] | None = None,
     ) -> CommitResult:
         """Append ``rows`` and record ``next_offsets`` iff the table still records ``expected``.
 
@@ -105,6 +114,12 @@ class LedgerTable:
                     raise OffsetMismatch(self.name, topic, partition, want, mine.get(partition))
             merged = {**current, topic: {**mine, **next_offsets}}
             properties = {OFFSETS_PROPERTY: encode_offsets(merged)}
+            if counters:
+                totals = recorded_counters(self.table)
+                mine_totals = totals.setdefault(topic, {})
+                for name, n in counters.items():
+                    mine_totals[name] = mine_totals.get(name, 0) + int(n)
+                properties[COUNTERS_PROPERTY] = json.dumps(totals, sort_keys=True, separators=(",", ":"))
             try:
                 delete_filter = replace(rows) if replace is not None else None
                 if delete_filter is not None:

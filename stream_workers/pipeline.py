@@ -125,7 +125,12 @@ class TopicPipeline:
             rejects = reject_rows.num_rows
             self._commit(self.rejects, reject_rows, next_offsets, commits, sidecar=True)
             written = self._commit(
-                self.silver_table, silver_rows, next_offsets, commits, replace=self.silver.replace_filter()
+                self.silver_table,
+                silver_rows,
+                next_offsets,
+                commits,
+                replace=self.silver.replace_filter(),
+                counters={"duplicates": duplicates},
             )
             self.silver.committed(written)
         return FlushResult(
@@ -160,6 +165,7 @@ class TopicPipeline:
         commits: list[CommitResult],
         sidecar: bool = False,
         replace: Callable[[pa.Table], object] | None = None,
+        counters: dict[str, int] | None = None,
     ) -> pa.Table:
         """Commit what ``table`` has not recorded yet; returns the rows written (empty if none)."""
         mine = self.expected[table.name]
@@ -168,7 +174,8 @@ class TopicPipeline:
         rows = self._unseen(table, rows)
         if not todo or (sidecar and rows.num_rows == 0):
             return rows.slice(0, 0)
-        commits.append(table.commit(self.topic, rows, {p: mine.get(p) for p in todo}, todo, replace=replace))  # type: ignore[arg-type]
+        expected = {p: mine.get(p) for p in todo}
+        commits.append(table.commit(self.topic, rows, expected, todo, replace=replace, counters=counters))  # type: ignore[arg-type]
         mine.update(todo)
         return rows
 
