@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
@@ -23,9 +23,13 @@ from stream_workers.decode import RawMessages
 from stream_workers.ledger import OffsetMismatch
 from stream_workers.pipeline import FlushResult, TopicPipeline
 
+if TYPE_CHECKING:
+    from stream_workers.metrics import WorkerMetrics
+
 log = logging.getLogger(__name__)
 
 CONSUME_BATCH = 20_000
+LAG_REPORT_S = 5.0
 
 
 @dataclass
@@ -47,12 +51,15 @@ class StreamWorker:
         with_silver: bool = True,
         on_flush: Callable[[FlushResult], None] | None = None,
         keep_results: bool = False,
+        metrics: "WorkerMetrics | None" = None,
     ) -> None:
         self.settings = settings
         self.topics = topics
         self._stop = threading.Event()
         self._on_flush = on_flush
         self._keep_results = keep_results
+        self.metrics = metrics
+        self._lag_due = 0.0
         self.stats = WorkerStats()
         catalog = open_catalog(settings)
         lookup = schema_lookup(settings.schema_registry_url)
@@ -114,6 +121,9 @@ class StreamWorker:
                         self._first_at[topic] = now
                     buf.add(msg.partition(), msg.offset(), msg.timestamp()[1], msg.value())
                 self.stats.consumed += len(batch)
+                if self.metrics is not None and now >= self._lag_due:
+                    self._lag_due = now + LAG_REPORT_S
+                    self._report_lag()
                 for topic, buf in self._buffers.items():
                     if len(buf) and (
                         len(buf) >= self.settings.max_batch_rows
@@ -144,6 +154,8 @@ class StreamWorker:
         except OffsetMismatch as exc:
             self.stats.mismatches += 1
             log.warning("%s", exc)
+            if self.metrics is not None:
+                self.metrics.commit_failed(exc.table)
             self._reseek(topic, sorted(set(buf.partitions)))
             return
         self.stats.flushed_messages += result.messages
@@ -155,6 +167,8 @@ class StreamWorker:
                 "committed %s rows=%d offsets=%s snapshot=%s latency=%.3fs attempts=%d",
                 c.table, c.rows, c.offsets, c.snapshot_id, c.seconds, c.attempts,
             )
+        if self.metrics is not None:
+            self._record(result)
         if self._on_flush is not None:
             self._on_flush(result)
         # Group offsets follow the tables (lag visibility only; never read back).
@@ -164,6 +178,37 @@ class StreamWorker:
                 self.consumer.commit(offsets=positions, asynchronous=True)
             except KafkaException as exc:
                 log.debug("group offset commit skipped: %s", exc)
+
+    def _record(self, result: FlushResult) -> None:
+        m = self.metrics
+        assert m is not None
+        m.consumed(result.topic, result.messages)
+        if result.dead_letters:
+            m.dead_lettered(result.topic, result.dead_letters)
+        for c in result.commits:
+            m.written(c.table, c.rows)
+            m.observe_commit(c.table, c.seconds, c.rows)
+            if c.newest_event_us is not None:
+                m.set_freshness(c.table, c.newest_event_us / 1_000_000)
+        silver = self.pipelines[result.topic].silver_table
+        if result.duplicates and silver is not None:
+            m.deduplicated(silver.name, result.duplicates)
+
+    def _report_lag(self) -> None:
+        """Lag per owned partition = high watermark − offset the slowest table recorded; pushed if configured."""
+        assert self.metrics is not None
+        for topic, pipeline in self.pipelines.items():
+            for p, position in self._group_positions(pipeline).items():
+                try:
+                    _, high = self.consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=2, cached=False)
+                except KafkaException:
+                    continue
+                self.metrics.set_lag(topic, p, high - position)
+        if self.settings.pushgateway_url:
+            try:
+                self.metrics.push_lag(self.settings.pushgateway_url)
+            except RuntimeError as exc:
+                log.warning("%s", exc)
 
     @staticmethod
     def _group_positions(pipeline: TopicPipeline) -> dict[int, int]:
@@ -206,6 +251,9 @@ class StreamWorker:
         for topic, parts in by_topic.items():
             self._flush(topic, parts)  # best effort: a mismatch here just drops the batch
             self.pipelines[topic].forget(parts)
+            if self.metrics is not None:
+                for p in parts:
+                    self.metrics.drop_lag(topic, p)
         log.info("revoked %s", {t: sorted(p) for t, p in by_topic.items()})
         consumer.unassign()
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Callable, Mapping
 
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.expressions import BooleanExpression
@@ -59,6 +60,7 @@ class CommitResult:
     seconds: float
     attempts: int
     offsets: dict[int, int]
+    newest_event_us: int | None = None
 
 
 class LedgerTable:
@@ -144,6 +146,7 @@ class LedgerTable:
                 seconds=time.perf_counter() - started,
                 attempts=attempt,
                 offsets=dict(next_offsets),
+                newest_event_us=_newest_event_us(rows),
             )
         raise RuntimeError(f"{self.name}: gave up after {MAX_COMMIT_ATTEMPTS} conflicting commits on {topic}")
 
@@ -177,3 +180,10 @@ class LedgerTable:
             self.table.refresh()  # someone else committed; expiry is retried next round
         except Exception as exc:  # expiry is housekeeping: never fail a worker for it
             log.warning("%s: snapshot expiry failed: %s", self.name, exc)
+
+
+def _newest_event_us(rows: pa.Table) -> int | None:
+    if rows.num_rows == 0 or "event_timestamp" not in rows.column_names:
+        return None
+    newest = pa.compute.max(rows["event_timestamp"]).cast(pa.int64()).as_py()
+    return None if newest is None else int(newest)

@@ -1,0 +1,135 @@
+"""``ticklake worker | replay | status``: the commands that move and inspect data."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import sys
+
+from schemas.catalog import open_catalog
+from schemas.settings import Settings
+from schemas.topics import RAW_TOPICS
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if args.engine == "plain":
+        import signal
+
+        from stream_workers.engine import StreamWorker
+        from stream_workers.metrics import WorkerMetrics
+
+        metrics = WorkerMetrics()
+        if settings.metrics_port:
+            metrics.serve(settings.metrics_port)
+        worker = StreamWorker(settings, with_silver=not args.bronze_only, metrics=metrics)
+        signal.signal(signal.SIGTERM, lambda *_: worker.stop())
+        signal.signal(signal.SIGINT, lambda *_: worker.stop())
+        worker.run()
+        return 0
+    from stream_workers.app import app
+
+    sys.argv = ["ticklake worker", "worker", "--loglevel", args.log_level, "--without-web"]
+    app.main()
+    return 0
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from exc
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"a fraction between 0 and 1, got {text}")
+    return value
+
+
+def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    from load_tests.generator import GeneratorConfig, generate
+    from stream_workers.replay import publish
+
+    if args.from_file:
+        from load_tests.generator import read_history
+        from load_tests.pacing import paced
+
+        records = paced(read_history(args.from_file), args.speed)
+        total = None
+    else:
+        end = args.end or args.start
+        if end < args.start:
+            raise ValueError(f"--end {end} is before --start {args.start}")
+        config = GeneratorConfig(
+            trades=args.count,
+            seed=args.seed,
+            start=args.start,
+            end=end,
+            duplicates=args.duplicates,
+            corrections=args.corrections,
+            late=args.late,
+        )
+        records = generate(config)
+        total = None
+    summary = publish(
+        settings,
+        records,
+        rate=args.rate,
+        bad=args.bad,
+        seed=args.seed,
+        schema_version=args.schema_version,
+        progress_total=total,
+        show_progress=not args.quiet,
+    )
+    for line in summary.lines():
+        print(line)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from stream_workers.broker import high_watermarks
+    from stream_workers.status import lake_status
+
+    highs = None
+    try:
+        highs = {t: high_watermarks(settings.kafka_bootstrap_servers, t, timeout_s=5) for t in RAW_TOPICS}
+    except Exception as exc:  # status still reports the tables without a broker
+        print(f"(Kafka at {settings.kafka_bootstrap_servers} not reachable, lag unknown: {exc})", file=sys.stderr)
+    status = lake_status(open_catalog(settings), highs)
+    for line in status.lines():
+        print(line)
+    if not status.balanced:
+        print("ticklake: error: accounting does not balance (see ERROR lines above)", file=sys.stderr)
+        return 2
+    return 0
+
+
+def add_stream_commands(subcommands: argparse._SubParsersAction) -> None:
+    worker = subcommands.add_parser("worker", help="run a stream worker (Kafka -> bronze/silver Iceberg) for ever")
+    worker.add_argument("--engine", choices=("faust", "plain"), default="faust",
+                        help="faust: the Faust app (default, what the Procfile runs); plain: the bare consume loop")
+    worker.add_argument("--bronze-only", action="store_true", help="(plain engine) skip the silver stage")
+    worker.add_argument("--log-level", default="info")
+    worker.set_defaults(handler=cmd_worker)
+
+    replay = subcommands.add_parser("replay", help="publish market data to the raw topics")
+    replay.add_argument("--count", type=int, default=100_000, help="trades to generate (books and bars follow)")
+    replay.add_argument("--rate", type=float, default=0.0, help="messages per second (0 = as fast as possible)")
+    replay.add_argument("--seed", type=int, default=7)
+    replay.add_argument("--duplicates", type=_fraction, default=0.0, help="fraction of trades re-published as-is")
+    replay.add_argument("--corrections", type=_fraction, default=0.0, help="fraction of trades corrected later")
+    replay.add_argument("--late", type=_fraction, default=0.0, help="fraction of trades arriving up to 2 h late")
+    replay.add_argument("--bad", type=_fraction, default=0.0, help="fraction of messages made undecodable")
+    replay.add_argument("--start", type=_date, default=dt.date(2024, 1, 2), help="first trading day (YYYY-MM-DD)")
+    replay.add_argument("--end", type=_date, default=None, help="last trading day (default: --start)")
+    replay.add_argument("--schema-version", type=int, choices=(1, 2), default=1, help="trade schema version to publish")
+    replay.add_argument("--from", dest="from_file", help="replay a history file (Parquet/CSV) instead of generating")
+    replay.add_argument("--speed", type=float, default=0.0, help="with --from: 1 = real time, 10 = 10x, 0 = max")
+    replay.add_argument("--quiet", action="store_true", help="no progress bar")
+    replay.set_defaults(handler=cmd_replay)
+
+    status = subcommands.add_parser("status", help="tables, offsets, lag and the accounting of every message")
+    status.set_defaults(handler=cmd_status)
