@@ -1,0 +1,147 @@
+"""The ``ticklake`` command line: run the local Kafka broker and create the raw topics the workers read.
+
+Adding a command: write ``cmd_<name>(args, settings) -> int`` and an ``add_<group>_commands(subcommands)``
+that registers it with ``set_defaults(handler=cmd_<name>)``, then list that function in ``COMMAND_GROUPS``.
+Handlers raise on failure; ``main`` turns the error into one line on stderr and exit code 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from confluent_kafka import KafkaException
+
+from schemas.settings import Settings
+from schemas.topics import RAW_TOPICS, dead_letter_topic
+from stream_workers import broker
+from stream_workers.cli_stream import add_stream_commands
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+Subcommands = argparse._SubParsersAction  # what add_subparsers() returns
+
+
+# --- ticklake broker ... --------------------------------------------------------------------------------
+
+
+def _broker_config(args: argparse.Namespace, settings: Settings) -> broker.BrokerConfig:
+    """The broker at ``--port``, else at the port of KAFKA_BOOTSTRAP_SERVERS."""
+    host, port = broker.parse_bootstrap(settings.kafka_bootstrap_servers)
+    return broker.BrokerConfig(host=host, port=args.port or port, default_partitions=settings.topic_partitions)
+
+
+def cmd_broker_fetch(args: argparse.Namespace, settings: Settings) -> int:
+    libs = broker.fetch_jars(_broker_config(args, settings), force=args.force)
+    print(f"Kafka jars in {libs}")
+    return 0
+
+
+def cmd_broker_start(args: argparse.Namespace, settings: Settings) -> int:
+    config = _broker_config(args, settings)
+    state = broker.start(config, wait_s=args.wait)
+    print(f"Kafka broker running on {state.bootstrap} (pid {state.pid}); log: {config.log_file}")
+    return 0
+
+
+def cmd_broker_stop(args: argparse.Namespace, settings: Settings) -> int:
+    config = _broker_config(args, settings)
+    if broker.stop(config):
+        print(f"Kafka broker on {config.bootstrap} stopped")
+    else:
+        print(f"no Kafka broker started from {config.data_path} was running")
+    return 0
+
+
+def cmd_broker_status(args: argparse.Namespace, settings: Settings) -> int:
+    """Exit 0 when the bootstrap answers, 1 when it does not (usable in scripts)."""
+    state = broker.status(_broker_config(args, settings))
+    if not state.running:
+        print(f"Kafka broker on {state.bootstrap}: not running")
+        return 1
+    pid = f"pid {state.pid}" if state.pid is not None else "not started by ticklake"
+    print(f"Kafka broker on {state.bootstrap}: running ({pid}), {len(state.topics)} topics")
+    for topic in state.topics:
+        print(f"  {topic}")
+    return 0
+
+
+def add_broker_commands(subcommands: Subcommands) -> None:
+    group = subcommands.add_parser("broker", help="run the local single-node Kafka broker (KRaft)")
+    actions = group.add_subparsers(dest="broker_command", required=True, metavar="{fetch,start,stop,status}")
+    for name, handler, help_text in (
+        ("fetch", cmd_broker_fetch, "download the Kafka broker jars with Maven (once)"),
+        ("start", cmd_broker_start, "start the broker in the background and wait until it answers"),
+        ("stop", cmd_broker_stop, "stop the broker started from this checkout"),
+        ("status", cmd_broker_status, "show whether the broker answers and its topics"),
+    ):
+        action = actions.add_parser(name, help=help_text)
+        action.add_argument("--port", type=int, help="broker port (default: from KAFKA_BOOTSTRAP_SERVERS)")
+        action.set_defaults(handler=handler)
+        if name == "fetch":
+            action.add_argument("--force", action="store_true", help="download again even if the jars exist")
+        if name == "start":
+            action.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the broker")
+
+
+# --- ticklake topics ... --------------------------------------------------------------------------------
+
+
+def default_topics() -> list[str]:
+    """The raw topics and the dead-letter topic of each."""
+    return [*RAW_TOPICS, *(dead_letter_topic(t) for t in RAW_TOPICS)]
+
+
+def cmd_topics_create(args: argparse.Namespace, settings: Settings) -> int:
+    bootstrap = args.bootstrap or settings.kafka_bootstrap_servers
+    partitions = args.partitions if args.partitions is not None else settings.topic_partitions
+    topics = args.topic or default_topics()
+    created = broker.create_topics(bootstrap, topics, partitions=partitions, replication=args.replication)
+    for topic in topics:
+        print(f"{topic}: created ({partitions} partitions)" if topic in created else f"{topic}: exists")
+    return 0
+
+
+def add_topics_commands(subcommands: Subcommands) -> None:
+    group = subcommands.add_parser("topics", help="manage the Kafka topics TickLake reads and writes")
+    actions = group.add_subparsers(dest="topics_command", required=True, metavar="{create}")
+    create = actions.add_parser("create", help="create the raw and dead-letter topics (existing ones are kept)")
+    create.add_argument("--topic", action="append", metavar="T", help="topic to create (repeatable; default: raw + dlq)")
+    create.add_argument("--partitions", type=int, help="partitions per new topic (default: TICKLAKE_TOPIC_PARTITIONS)")
+    create.add_argument("--replication", type=int, default=1, help="replication factor (default: 1)")
+    create.add_argument("--bootstrap", help="bootstrap servers (default: KAFKA_BOOTSTRAP_SERVERS)")
+    create.set_defaults(handler=cmd_topics_create)
+
+
+# --- entry point ----------------------------------------------------------------------------------------
+
+COMMAND_GROUPS: list[Callable[[Subcommands], None]] = [add_broker_commands, add_topics_commands, add_stream_commands]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``ticklake`` parser: one subcommand group per function in ``COMMAND_GROUPS``."""
+    parser = argparse.ArgumentParser(prog="ticklake", description="TickLake: Kafka -> Iceberg market-data lakehouse")
+    subcommands = parser.add_subparsers(dest="command", required=True, metavar="<command>")
+    for add_commands in COMMAND_GROUPS:
+        add_commands(subcommands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        settings = Settings.from_env()
+        return handler(args, settings)
+    except broker.BrokerError as exc:
+        print(f"ticklake: error: {exc.summary}", file=sys.stderr)
+        return 1
+    except (KafkaException, ValueError, OSError, TimeoutError) as exc:
+        print(f"ticklake: error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
