@@ -49,8 +49,16 @@ def push_asset_run(
     if not url:
         return
     asset = asset_label(asset_key)
+    registry = asset_run_registry(rows, seconds, status, finished_at=clock())
+    try:
+        pushadd_to_gateway(url, job=PUSH_JOB, registry=registry, grouping_key={"asset": asset}, timeout=timeout)
+    except OSError as exc:
+        raise RuntimeError(f"pushing run metrics of asset {asset!r} to the Pushgateway at {url} failed: {exc}") from exc
+
+
+def asset_run_registry(rows: int | None, seconds: float, status: str, finished_at: float) -> CollectorRegistry:
+    """The gauges one asset run pushes (the asset itself is the Pushgateway group, not a label here)."""
     succeeded = status.strip().lower() in SUCCESS_STATUSES
-    now = clock()
     registry = CollectorRegistry()
 
     def gauge(name: str, doc: str, value: float) -> None:
@@ -58,12 +66,9 @@ def push_asset_run(
 
     gauge("ticklake_asset_duration_seconds", "Wall time of the asset's last run.", seconds)
     gauge("ticklake_asset_last_run_success", "1 if the asset's last run succeeded, else 0.", 1.0 if succeeded else 0.0)
-    gauge("ticklake_asset_last_run_timestamp_seconds", "When the asset's last run finished (epoch seconds).", now)
+    gauge("ticklake_asset_last_run_timestamp_seconds", "When the asset's last run finished (epoch seconds).", finished_at)
     if rows is not None:
         gauge("ticklake_asset_rows", "Rows the asset's last run materialized.", rows)
     if succeeded:
-        gauge("ticklake_asset_last_success_timestamp_seconds", "When the asset last succeeded (epoch seconds).", now)
-    try:
-        pushadd_to_gateway(url, job=PUSH_JOB, registry=registry, grouping_key={"asset": asset}, timeout=timeout)
-    except OSError as exc:
-        raise RuntimeError(f"pushing run metrics of asset {asset!r} to the Pushgateway at {url} failed: {exc}") from exc
+        gauge("ticklake_asset_last_success_timestamp_seconds", "When the asset last succeeded (epoch seconds).", finished_at)
+    return registry

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import threading
 import time
+from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -140,3 +141,12 @@ def test_asset_runs_keep_last_success_across_a_failure(pushgateway: str) -> None
 
 def test_push_asset_run_without_a_gateway_is_a_no_op() -> None:
     push_asset_run(None, "gold/daily_vwap", rows=1, seconds=1.0, status="SUCCESS")
+
+
+def test_monitoring_config_passes_promtool() -> None:
+    """deploy/check-monitoring.sh: promtool config/rules/unit tests and the dashboard checks."""
+    if shutil.which("promtool") is None:
+        pytest.fail("promtool is not installed: `apt-get install -y prometheus` (deploy/apt-packages.txt)", pytrace=False)
+    script = Path(__file__).resolve().parents[2] / "deploy" / "check-monitoring.sh"
+    result = subprocess.run([str(script)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr

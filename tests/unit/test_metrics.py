@@ -132,3 +132,15 @@ def test_serve_exposes_metrics_over_http() -> None:
 def test_asset_label_joins_key_paths() -> None:
     assert metrics_push.asset_label(["gold", "daily_vwap"]) == "gold/daily_vwap"
     assert metrics_push.asset_label("dim_symbols") == "dim_symbols"
+
+
+def test_asset_run_registry_declares_exactly_the_listed_names() -> None:
+    ok = metrics_push.asset_run_registry(rows=10, seconds=1.5, status="SUCCESS", finished_at=100.0)
+    assert {f.name for f in ok.collect()} == set(metrics_push.METRIC_NAMES)
+    failed = metrics_push.asset_run_registry(rows=None, seconds=1.5, status="FAILURE", finished_at=100.0)
+    values = {f.name: f.samples[0].value for f in failed.collect()}
+    assert values == {
+        "ticklake_asset_duration_seconds": 1.5,
+        "ticklake_asset_last_run_success": 0.0,
+        "ticklake_asset_last_run_timestamp_seconds": 100.0,
+    }
