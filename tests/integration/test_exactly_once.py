@@ -1,0 +1,182 @@
+"""Exactly-once from Kafka to bronze and silver, on the real broker, through `ticklake worker` processes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import threading
+import time
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from load_tests.generator import GeneratorConfig, generate
+from schemas.offsets import recorded_counters
+from schemas.catalog import open_catalog
+from schemas.topics import RAW_MARKETDATA, RAW_ORDERBOOK, RAW_TRADES
+from stream_workers.replay import publish
+from tests.integration.streaming import (
+    WorkerProcess,
+    duplicate_coordinates,
+    read,
+    recreate_topics,
+    wait_drained,
+)
+
+pytestmark = pytest.mark.integration
+
+SYMBOLS = tuple(f"SYM{i:02d}" for i in range(48))  # enough keys that every partition gets some
+BRONZE = {RAW_TRADES: "bronze.raw_trades", RAW_ORDERBOOK: "bronze.raw_orderbook", RAW_MARKETDATA: "bronze.raw_marketdata"}
+
+
+@pytest.fixture
+def topics(kafka_bootstrap: str) -> str:
+    recreate_topics(kafka_bootstrap)
+    return kafka_bootstrap
+
+
+def _assert_bronze_exact(settings, summary) -> None:  # type: ignore[no-untyped-def]
+    dead = read(settings, "bronze.dead_letters", ("source_topic", "kafka_partition", "kafka_offset"))
+    for topic, table in BRONZE.items():
+        rows = read(settings, table, ("kafka_partition", "kafka_offset"))
+        dead_here = dead.filter(pc.equal(dead["source_topic"], topic))
+        assert rows.num_rows + dead_here.num_rows == summary.produced[topic], topic
+        assert dead_here.num_rows == summary.bad[topic], topic
+        both = pa.concat_tables([rows, dead_here.select(["kafka_partition", "kafka_offset"])])
+        assert duplicate_coordinates(both) == 0, topic
+        assert len(pc.unique(rows["kafka_partition"])) == 6, f"{topic}: every partition carries data"
+
+
+def _expected_silver_trades(settings) -> dict[str, tuple[float, float]]:  # type: ignore[no-untyped-def]
+    """trade_id -> (price, quantity) of its latest version, computed from bronze independently of the worker."""
+    bronze = read(settings, "bronze.raw_trades", ("trade_id", "price", "quantity", "event_timestamp", "kafka_offset"))
+    latest: dict[str, tuple[int, float, float]] = {}
+    for tid, price, qty, ts in zip(
+        bronze["trade_id"].to_pylist(), bronze["price"].to_pylist(), bronze["quantity"].to_pylist(),
+        pc.cast(bronze["event_timestamp"], pa.int64()).to_pylist(),
+    ):
+        if tid is None:
+            continue
+        if tid not in latest or ts > latest[tid][0]:
+            latest[tid] = (ts, price or 0.0, qty or 0.0)
+    return {k: (v[1], v[2]) for k, v in latest.items()}
+
+
+def _assert_silver_exact(settings) -> None:  # type: ignore[no-untyped-def]
+    expected = _expected_silver_trades(settings)
+    silver = read(settings, "silver.trades", ("trade_id", "price", "quantity"))
+    assert silver.num_rows == len(expected), "silver.trades holds one row per distinct trade_id"
+    got = {t: (p, q) for t, p, q in zip(*(silver[c].to_pylist() for c in ("trade_id", "price", "quantity")))}
+    assert got == expected, "every trade carries its latest (corrected) values"
+
+
+def test_every_message_once_across_all_partitions(topics, lake_settings, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    summary = publish(lake_settings, generate(GeneratorConfig(symbols=SYMBOLS, trades=20_000, seed=11)), show_progress=False)
+    worker = WorkerProcess(lake_settings, "g-once", tmp_path / "worker.log")
+    try:
+        status = wait_drained(lake_settings, dict(summary.produced))
+    finally:
+        assert worker.stop() == 0, worker.log()[-3000:]
+    _assert_bronze_exact(lake_settings, summary)
+    assert status.balanced, "\n".join(status.lines())
+
+
+def test_restart_mid_replay_loses_and_duplicates_nothing(topics, lake_settings, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    records = generate(GeneratorConfig(symbols=SYMBOLS, trades=30_000, seed=12, duplicates=0.05, corrections=0.01))
+    result = {}
+    producer = threading.Thread(target=lambda: result.setdefault("s", publish(lake_settings, records, rate=8_000, show_progress=False)))
+    producer.start()
+    worker = WorkerProcess(lake_settings, "g-restart", tmp_path / "worker.log")
+    worker.wait_for("committed")
+    time.sleep(2)
+    assert worker.stop() == 0, "graceful stop"
+    worker = WorkerProcess(lake_settings, "g-restart", tmp_path / "worker.log")
+    producer.join()
+    try:
+        status = wait_drained(lake_settings, dict(result["s"].produced))
+    finally:
+        worker.stop()
+    _assert_bronze_exact(lake_settings, result["s"])
+    _assert_silver_exact(lake_settings)
+    assert status.balanced, "\n".join(status.lines())
+
+
+def test_kill9_at_random_moments_bronze_and_silver_exact(topics, lake_settings, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """≥ 200k messages with 5% duplicates, 1% corrections, 1% bad, late events; the worker is SIGKILLed 6 times."""
+    config = GeneratorConfig(symbols=SYMBOLS, trades=160_000, seed=13, duplicates=0.05, corrections=0.01, late=0.05,
+                             max_lateness=dt.timedelta(hours=2))
+    result = {}
+    producer = threading.Thread(
+        target=lambda: result.setdefault("s", publish(lake_settings, generate(config), rate=12_000, bad=0.01, show_progress=False))
+    )
+    producer.start()
+    rng = random.Random(99)
+    log = tmp_path / "worker.log"
+    kills = 0
+    worker = WorkerProcess(lake_settings, "g-kill", log)
+    while kills < 6:
+        time.sleep(rng.uniform(3.0, 9.0))
+        worker.kill9()
+        kills += 1
+        worker = WorkerProcess(lake_settings, "g-kill", log)
+    producer.join()
+    try:
+        status = wait_drained(lake_settings, dict(result["s"].produced), timeout=300)
+    finally:
+        worker.stop()
+    summary = result["s"]
+    assert sum(summary.produced.values()) >= 200_000
+    _assert_bronze_exact(lake_settings, summary)
+    _assert_silver_exact(lake_settings)
+    assert status.balanced, "\n".join(status.lines())
+    assert "committed" in WorkerProcess.log(worker)  # the workers really did commit in between
+
+
+def test_two_workers_split_partitions_and_take_over(topics, lake_settings, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    records = generate(GeneratorConfig(symbols=SYMBOLS, trades=40_000, seed=14, duplicates=0.02))
+    result = {}
+    producer = threading.Thread(target=lambda: result.setdefault("s", publish(lake_settings, records, rate=6_000, show_progress=False)))
+    a = WorkerProcess(lake_settings, "g-pair", tmp_path / "a.log")
+    b = WorkerProcess(lake_settings, "g-pair", tmp_path / "b.log")
+    a.wait_for("assigned {")
+    b.wait_for("assigned {")
+    producer.start()
+    time.sleep(6)
+    a_assigned = [l for l in a.log().splitlines() if "assigned {" in l]
+    b_assigned = [l for l in b.log().splitlines() if "assigned {" in l]
+    assert a_assigned and b_assigned, "both workers own partitions"
+    assert a_assigned[-1].split("assigned ")[1] != b_assigned[-1].split("assigned ")[1], "partitions are split"
+    assert a.stop() == 0  # a leaves mid-stream; b takes everything over
+    producer.join()
+    try:
+        status = wait_drained(lake_settings, dict(result["s"].produced))
+    finally:
+        b.stop()
+    assert "committed" in a.log() and "committed" in b.log(), "both workers committed batches"
+    _assert_bronze_exact(lake_settings, result["s"])
+    _assert_silver_exact(lake_settings)
+    assert status.balanced
+
+
+def test_duplicate_after_restart_is_dropped(topics, lake_settings, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    config = GeneratorConfig(symbols=SYMBOLS, trades=3_000, seed=15)
+    first = publish(lake_settings, generate(config), show_progress=False)
+    worker = WorkerProcess(lake_settings, "g-dedupe", tmp_path / "w.log")
+    wait_drained(lake_settings, dict(first.produced))
+    worker.stop()
+    before = read(lake_settings, "silver.trades", ("trade_id",)).num_rows
+    # The producer retries the same trades after the worker restarted (fresh dedupe state from silver).
+    again = publish(lake_settings, ((t, r) for t, r in generate(config) if t == RAW_TRADES), show_progress=False)
+    worker = WorkerProcess(lake_settings, "g-dedupe", tmp_path / "w.log")
+    produced = dict(first.produced)
+    produced[RAW_TRADES] += again.produced[RAW_TRADES]
+    try:
+        status = wait_drained(lake_settings, produced)
+    finally:
+        worker.stop()
+    silver = read(lake_settings, "silver.trades", ("trade_id",))
+    assert silver.num_rows == before == len(pc.unique(silver["trade_id"]))
+    counters = recorded_counters(open_catalog(lake_settings).load_table("silver.trades"))
+    assert counters[RAW_TRADES]["duplicates"] >= again.produced[RAW_TRADES]
+    assert status.balanced
