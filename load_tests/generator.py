@@ -1,124 +1,467 @@
 """Synthetic market data for replays and load tests: trades, order books and bars that agree with each other.
 
-``generate(GeneratorConfig)`` yields ``(topic, record)`` pairs in publish order; records are plain dicts
-shaped by the Avro contracts in ``schemas/avro``. Duplicates (producer retries), corrections (same
-trade_id, later event_timestamp, new price/quantity) and late events are injected at chosen rates.
+``generate(GeneratorConfig)`` yields ``(topic, record)`` pairs in publish order, which is also
+``event_timestamp`` order; records are plain dicts shaped by the Avro contracts in ``schemas/avro``
+(timestamps as epoch microseconds). A trading day is an NYSE session (America/New_York, holidays and
+early closes from ``exchange_calendars``) with bursts of activity after the open and before the close;
+symbol popularity follows a Zipf law and prices a random walk per symbol. Order books quote around the
+symbol's last trade (best_bid < last price < best_ask) and bars are the OHLCV of the trades in their
+interval. Duplicates (producer retries), corrections (same trade_id, later event_timestamp, new
+price/quantity) and late events (trade_timestamp up to ``max_lateness`` before publication) are
+injected at chosen rates.
+
+``write_history`` stores a generated range as one Parquet or CSV file per topic; ``read_history`` reads
+such files (or any historical data in the same columns) back in timestamp order, for ``ticklake replay
+--from``; ``load_tests.pacing.paced`` then reproduces their original timing.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import heapq
+import json
+import math
 import random
+import warnings
 from dataclasses import dataclass, field
-from typing import Iterator
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterator, Literal
 from zoneinfo import ZoneInfo
 
-from schemas.topics import RAW_MARKETDATA, RAW_ORDERBOOK, RAW_TRADES
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from schemas.avro import CURRENT_CONTRACT, avro_to_arrow
+from schemas.topics import RAW_MARKETDATA, RAW_ORDERBOOK, RAW_TOPICS, RAW_TRADES
 
 NEW_YORK = ZoneInfo("America/New_York")
 DEFAULT_SYMBOLS = ("AAPL", "MSFT", "NVDA", "AMZN", "GOOGL", "META", "TSLA", "JPM", "V", "XOM", "UNH", "JNJ")
 EXCHANGES = ("NYSE", "NASDAQ", "ARCA")
+QUANTITIES = (1, 5, 10, 25, 50, 100, 200, 500)
+BOOK_DEPTH = 5
+
+# The column whose order a history file is replayed in, per topic (all three contracts carry it).
+TIMESTAMP_COLUMN = "event_timestamp"
 
 
 @dataclass(frozen=True)
 class GeneratorConfig:
-    trades: int = 10_000
+    """What to generate. Rates are fractions of the trades; every field has a load-test friendly default."""
+
+    trades: int = 10_000  # over the whole range, spread evenly over its trading days
     seed: int = 7
     start: dt.date = dt.date(2024, 1, 2)
     end: dt.date = dt.date(2024, 1, 2)
-    symbols: tuple[str, ...] = DEFAULT_SYMBOLS
+    symbols: tuple[str, ...] = DEFAULT_SYMBOLS  # most popular first
     traders: int = 50
-    duplicates: float = 0.0
-    corrections: float = 0.0
-    late: float = 0.0
+    duplicates: float = 0.0  # share of trades published twice (identical payload)
+    corrections: float = 0.0  # share of trades followed by a correction of a recent trade
+    late: float = 0.0  # share of trades whose trade_timestamp is up to max_lateness before publication
     max_lateness: dt.timedelta = dt.timedelta(hours=2)
-    orderbook_every: int = 4  # one book snapshot per N trades
-    bar_every: int = 20  # one bar per N trades
+    orderbook_every: int = 4  # one book snapshot (of the traded symbol) per N trades; 0 = no books
+    bar_every: int = 20  # 0 = no bars; otherwise every closed bar_seconds bar is published
     extra: dict[str, float] = field(default_factory=dict)
+    zipf_exponent: float = 1.1  # popularity of the k-th symbol ∝ 1 / k**zipf_exponent
+    daily_volatility: float = 0.02  # of the random walk, per session
+    open_burst: float = 4.0  # extra trade intensity right after the open, in multiples of midday
+    close_burst: float = 3.0  # same, right before the close
+    burst_minutes: float = 15.0  # how fast the bursts decay
+    bar_seconds: int = 60
+
+
+# -- the calendar ------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=64)
+def trading_sessions(start: dt.date, end: dt.date) -> tuple[tuple[dt.datetime, dt.datetime], ...]:
+    """(open, close) in UTC of every NYSE session in [start, end].
+
+    Falls back to weekdays 09:30-16:00 New York outside the calendar's range, and to every day when the
+    range holds no session at all (so that a weekend still produces data).
+    """
+    if end < start:
+        raise ValueError(f"end {end} is before start {start}")
+    import exchange_calendars as xcals  # pandas-heavy: imported only when a generator runs
+
+    with warnings.catch_warnings():  # exchange_calendars trips a pandas deprecation of its own while building
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        calendar = xcals.get_calendar("XNYS")
+    first, last = calendar.first_session.date(), calendar.last_session.date()
+    schedule = calendar.schedule.loc[start.isoformat() : end.isoformat()]
+    found = {
+        day.date(): (open_.to_pydatetime(), close.to_pydatetime())
+        for day, open_, close in zip(schedule.index, schedule["open"], schedule["close"])
+    }
+    days = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
+    for day in days:  # beyond the calendar's range: plain weekdays
+        if not first <= day <= last and day.weekday() < 5:
+            found[day] = _regular_session(day)
+    if found:
+        return tuple(found[d] for d in sorted(found))
+    return tuple(_regular_session(d) for d in days)
+
+
+def _regular_session(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
+    open_ = dt.datetime.combine(day, dt.time(9, 30), NEW_YORK).astimezone(dt.timezone.utc)
+    close = dt.datetime.combine(day, dt.time(16, 0), NEW_YORK).astimezone(dt.timezone.utc)
+    return open_, close
 
 
 def _micros(ts: dt.datetime) -> int:
-    return int(ts.timestamp() * 1_000_000)
+    return int(ts.timestamp()) * 1_000_000 + ts.microsecond
 
 
-def _trading_days(start: dt.date, end: dt.date) -> list[dt.date]:
-    days = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
-    weekdays = [d for d in days if d.weekday() < 5]
-    return weekdays or days
+def intraday_times(
+    n: int, open_us: int, close_us: int, config: GeneratorConfig, rng: np.random.Generator
+) -> np.ndarray:
+    """``n`` sorted trade times (µs) in [open, close) drawn from a U-shaped intensity (bursts at both ends)."""
+    if n <= 0:
+        return np.empty(0, dtype=np.int64)
+    length = close_us - open_us
+    tau = (config.burst_minutes * 60e6) / length
+    grid = np.linspace(0.0, 1.0, 2001)
+    intensity = 1.0 + config.open_burst * np.exp(-grid / tau) + config.close_burst * np.exp(-(1.0 - grid) / tau)
+    cdf = np.concatenate([[0.0], np.cumsum((intensity[1:] + intensity[:-1]) / 2)])
+    cdf /= cdf[-1]
+    uniform = np.sort(rng.random(n))
+    fraction = np.interp(uniform, cdf, grid)
+    return open_us + np.minimum((fraction * length).astype(np.int64), length - 1)
+
+
+def zipf_weights(k: int, exponent: float) -> np.ndarray:
+    weights = 1.0 / np.arange(1, k + 1) ** exponent
+    return weights / weights.sum()
+
+
+# -- the generator -----------------------------------------------------------------------------
+
+
+@dataclass
+class _Bar:
+    start_us: int
+    open: int  # cents
+    high: int
+    low: int
+    close: int
+    volume: float
+
+
+class _Market:
+    """State carried through the stream: prices, open bars, recent trades, the publish clock."""
+
+    def __init__(self, config: GeneratorConfig) -> None:
+        self.config = config
+        self.rng = random.Random(config.seed)
+        self.np_rng = np.random.default_rng(config.seed)
+        self.cents = {s: int(self.rng.uniform(20, 500) * 100) for s in config.symbols}
+        self.last_trade_us: dict[str, int] = {}
+        self.bars: dict[str, _Bar] = {}
+        self.bars_close_at: int | None = None  # end of the interval every open bar belongs to
+        self.recent: list[dict] = []  # originals that corrections may pick from
+        self.version_us: dict[str, int] = {}  # newest event_timestamp published per recent trade_id
+        self.book_us: dict[str, int] = {}  # last snapshot_timestamp per symbol (keys must be unique)
+        self.clock = 0  # event_timestamp never goes back in publish order
+        self.produced = 0
+
+    def tick(self, ts: int) -> int:
+        self.clock = max(self.clock, ts)
+        return self.clock
 
 
 def generate(config: GeneratorConfig) -> Iterator[tuple[str, dict]]:
     """Yield (topic, record) for ``config.trades`` trades spread over the trading days, with books and bars."""
-    rng = random.Random(config.seed)
-    days = _trading_days(config.start, config.end)
-    per_day = max(1, -(-config.trades // len(days)))
-    prices = {s: rng.uniform(20, 500) for s in config.symbols}
-    recent: list[dict] = []
-    produced = 0
-    for day in days:
-        open_ts = dt.datetime.combine(day, dt.time(9, 30), NEW_YORK)
-        session = dt.timedelta(hours=6, minutes=30)
-        n_today = min(per_day, config.trades - produced)
-        for i in range(n_today):
-            ts = open_ts + session * (i / max(1, n_today))
-            symbol = config.symbols[min(int(rng.paretovariate(1.2)) - 1, len(config.symbols) - 1)]
-            prices[symbol] = max(1.0, prices[symbol] * (1 + rng.gauss(0, 0.0008)))
-            price = round(prices[symbol], 2)
-            event_ts = ts
-            if config.late and rng.random() < config.late:
-                ts = ts - config.max_lateness * rng.random()
-            trade = {
-                "trade_id": f"T{config.seed}-{produced:010d}",
-                "symbol": symbol,
-                "price": price,
-                "quantity": float(rng.choice((1, 5, 10, 25, 50, 100, 200, 500))),
-                "side": rng.choice(("BUY", "SELL")),
-                "trader_id": f"TR{rng.randrange(config.traders):04d}",
-                "account_id": f"AC{rng.randrange(config.traders * 2):05d}",
-                "exchange": rng.choice(EXCHANGES),
-                "trade_timestamp": _micros(ts),
-                "event_timestamp": _micros(event_ts),
-            }
-            produced += 1
-            yield RAW_TRADES, trade
-            recent.append(trade)
-            if len(recent) > 1000:
-                recent.pop(0)
-            if config.duplicates and rng.random() < config.duplicates:
-                yield RAW_TRADES, dict(rng.choice(recent))
-            if config.corrections and rng.random() < config.corrections:
-                original = rng.choice(recent)
-                corrected = dict(original)
-                corrected["price"] = round(original["price"] * (1 + rng.uniform(-0.01, 0.01)), 2)
-                corrected["quantity"] = original["quantity"] + 1.0
-                corrected["event_timestamp"] = original["event_timestamp"] + 1_000_000
-                yield RAW_TRADES, corrected
-            if i % config.orderbook_every == 0:
-                spread = max(0.01, round(price * 0.0005, 2))
-                bid, ask = round(price - spread / 2, 2), round(price + spread / 2, 2)
-                if ask <= bid:
-                    ask = round(bid + 0.01, 2)
-                yield RAW_ORDERBOOK, {
-                    "symbol": symbol,
-                    "exchange": trade["exchange"],
-                    "snapshot_timestamp": _micros(event_ts),
-                    "bids": [{"price": round(bid - 0.01 * k, 2), "size": float(100 * (k + 1))} for k in range(5)],
-                    "asks": [{"price": round(ask + 0.01 * k, 2), "size": float(100 * (k + 1))} for k in range(5)],
-                    "best_bid": bid,
-                    "best_ask": ask,
-                    "event_timestamp": _micros(event_ts),
-                }
-            if i % config.bar_every == 0:
-                start = event_ts.replace(second=0, microsecond=0)
-                o, c = price, round(price * (1 + rng.gauss(0, 0.001)), 2)
-                yield RAW_MARKETDATA, {
-                    "symbol": symbol,
-                    "interval_start": _micros(start),
-                    "interval_end": _micros(start + dt.timedelta(minutes=1)),
-                    "open": o,
-                    "high": round(max(o, c) * 1.001, 2),
-                    "low": round(min(o, c) * 0.999, 2),
-                    "close": c,
-                    "volume": float(rng.randrange(100, 10_000)),
-                    "event_timestamp": _micros(event_ts),
-                }
+    market = _Market(config)
+    sessions = trading_sessions(config.start, config.end)
+    per_day = -(-config.trades // len(sessions)) if config.trades > 0 else 0
+    weights = zipf_weights(len(config.symbols), config.zipf_exponent)
+    for open_, close in sessions:
+        n_today = min(per_day, config.trades - market.produced)
+        if n_today <= 0:
+            break
+        yield from _session(market, _micros(open_), _micros(close), n_today, weights)
+
+
+def _session(market: _Market, open_us: int, close_us: int, n: int, weights: np.ndarray) -> Iterator[tuple[str, dict]]:
+    config, rng, np_rng = market.config, market.rng, market.np_rng
+    # Everything random per trade is drawn for the whole session at once (fast, and still seeded).
+    times = intraday_times(n, open_us, close_us, config, np_rng).tolist()
+    symbols = [config.symbols[k] for k in np_rng.choice(len(config.symbols), size=n, p=weights)]
+    shocks = np_rng.standard_normal(n).tolist()
+    quantities = np_rng.choice(np.array(QUANTITIES, dtype=float), size=n).tolist()
+    sides = np_rng.choice(np.array(("BUY", "SELL")), size=n).tolist()
+    exchanges = np_rng.choice(np.array(EXCHANGES), size=n).tolist()
+    traders = np_rng.integers(0, config.traders, size=n).tolist()
+    accounts = np_rng.integers(0, config.traders * 2, size=n).tolist()
+    late = (np_rng.random(n) < config.late).tolist()
+    lateness = (np_rng.random(n) * config.max_lateness.total_seconds() * 1e6).astype(np.int64).tolist()
+    duplicated = (np_rng.random(n) < config.duplicates).tolist()
+    corrected = (np_rng.random(n) < config.corrections).tolist()
+    session_us = close_us - open_us
+    volatility = config.daily_volatility
+    for i in range(n):
+        yield from _close_bars(market, times[i])  # bars that ended before this trade come first
+        now = market.tick(times[i])
+        symbol = symbols[i]
+        # Random walk: variance grows with the time since the symbol last traded (overnight counts as a session).
+        elapsed = min(now - market.last_trade_us.get(symbol, now - session_us), session_us)
+        step = volatility * math.sqrt(max(elapsed, 1) / session_us) * shocks[i]
+        cents = market.cents[symbol] = max(100, round(market.cents[symbol] * math.exp(step)))
+        market.last_trade_us[symbol] = now
+        trade = {
+            "trade_id": f"T{config.seed}-{market.produced:010d}",
+            "symbol": symbol,
+            "price": cents / 100,
+            "quantity": quantities[i],
+            "side": sides[i],
+            "trader_id": f"TR{traders[i]:04d}",
+            "account_id": f"AC{accounts[i]:05d}",
+            "exchange": exchanges[i],
+            "trade_timestamp": now - lateness[i] if late[i] else now,
+            "event_timestamp": now,
+        }
+        market.produced += 1
+        yield RAW_TRADES, trade
+        if duplicated[i]:
+            yield RAW_TRADES, dict(trade)  # a producer retry: the same payload again
+        if corrected[i] and market.recent:
+            yield RAW_TRADES, _correction(market, rng.choice(market.recent), now)
+        market.recent.append(trade)
+        market.version_us[trade["trade_id"]] = now
+        if len(market.recent) > 1000:
+            market.version_us.pop(market.recent.pop(0)["trade_id"], None)
+        if config.bar_every and not late[i]:  # late prints do not amend bars already published
+            _add_to_bar(market, symbol, now, cents, trade["quantity"])
+        if config.orderbook_every and i % config.orderbook_every == 0:
+            yield RAW_ORDERBOOK, _book(market, symbol, trade["exchange"], now, cents)
+    yield from _close_bars(market, None)
+
+
+def _correction(market: _Market, original: dict, now: int) -> dict:
+    """The original trade with a new price/quantity, published later than any earlier version of it."""
+    rng = market.rng
+    corrected = dict(original)
+    cents = round(original["price"] * 100 * (1 + rng.uniform(-0.01, 0.01)))
+    corrected["price"] = max(1, cents) / 100
+    corrected["quantity"] = original["quantity"] + 1.0
+    corrected["event_timestamp"] = market.tick(max(now, market.version_us[original["trade_id"]] + 1))
+    market.version_us[original["trade_id"]] = corrected["event_timestamp"]
+    return corrected
+
+
+def _book(market: _Market, symbol: str, exchange: str, now: int, cents: int) -> dict:
+    """A depth snapshot quoting around the last trade: best_bid < price < best_ask, levels a cent or more apart."""
+    rng = market.rng
+    ts = market.tick(max(now, market.book_us.get(symbol, -1) + 1))
+    market.book_us[symbol] = ts
+    spread = max(2, round(cents * rng.uniform(0.0002, 0.0010)))  # cents, at least one each side
+    below = rng.randint(1, spread - 1)
+    bid, ask = cents - below, cents + (spread - below)
+    bids, asks = [], []
+    for _ in range(BOOK_DEPTH):
+        bids.append({"price": max(1, bid) / 100, "size": float(100 * rng.randint(1, 20))})
+        asks.append({"price": ask / 100, "size": float(100 * rng.randint(1, 20))})
+        bid -= rng.randint(1, 3)
+        ask += rng.randint(1, 3)
+    return {
+        "symbol": symbol,
+        "exchange": exchange,
+        "snapshot_timestamp": ts,
+        "bids": bids,
+        "asks": asks,
+        "best_bid": bids[0]["price"],
+        "best_ask": asks[0]["price"],
+        "event_timestamp": ts,
+    }
+
+
+def _add_to_bar(market: _Market, symbol: str, now: int, cents: int, quantity: float) -> None:
+    width = market.config.bar_seconds * 1_000_000
+    start = now - now % width
+    bar = market.bars.get(symbol)
+    if bar is None:
+        market.bars[symbol] = _Bar(start, cents, cents, cents, cents, quantity)
+        market.bars_close_at = start + width
+        return
+    bar.high, bar.low, bar.close = max(bar.high, cents), min(bar.low, cents), cents
+    bar.volume += quantity
+
+
+def _close_bars(market: _Market, now: int | None) -> Iterator[tuple[str, dict]]:
+    """Publish every open bar whose interval ended at or before ``now`` (all of them when ``now`` is None)."""
+    if market.bars_close_at is None or (now is not None and now < market.bars_close_at):
+        return
+    width = market.config.bar_seconds * 1_000_000
+    for symbol in sorted(market.bars):
+        bar = market.bars[symbol]
+        end = bar.start_us + width
+        yield RAW_MARKETDATA, {
+            "symbol": symbol,
+            "interval_start": bar.start_us,
+            "interval_end": end,
+            "open": bar.open / 100,
+            "high": bar.high / 100,
+            "low": bar.low / 100,
+            "close": bar.close / 100,
+            "volume": bar.volume,
+            "event_timestamp": market.tick(end),
+        }
+    market.bars.clear()
+    market.bars_close_at = None
+
+
+# -- history files -----------------------------------------------------------------------------
+
+HistoryFormat = Literal["parquet", "csv"]
+_NESTED = ("bids", "asks")  # list columns, stored as JSON text in CSV
+
+
+def topic_schema(topic: str) -> pa.Schema:
+    """The Arrow shape of a topic's records (timestamps as UTC microseconds)."""
+    return avro_to_arrow(CURRENT_CONTRACT[topic].schema_json)
+
+
+def write_history(
+    config: GeneratorConfig, path: str | Path, format: HistoryFormat = "parquet", chunk_rows: int = 100_000
+) -> dict[str, Path]:
+    """Generate ``config`` into ``path/<topic>.<format>`` (one file per topic, publish order kept).
+
+    Returns the files written. Memory stays bounded: rows are written ``chunk_rows`` at a time.
+    """
+    if format not in ("parquet", "csv"):
+        raise ValueError(f"history format must be 'parquet' or 'csv', got {format!r}")
+    directory = Path(path)
+    directory.mkdir(parents=True, exist_ok=True)
+    files = {topic: directory / f"{topic}.{format}" for topic in RAW_TOPICS}
+    writers: dict[str, pq.ParquetWriter | pacsv.CSVWriter] = {}
+    buffers: dict[str, list[dict]] = {topic: [] for topic in RAW_TOPICS}
+
+    def flush(topic: str) -> None:
+        table = _to_file_table(topic, buffers[topic], format)
+        if topic not in writers:
+            writers[topic] = (
+                pq.ParquetWriter(files[topic], table.schema, compression="zstd")
+                if format == "parquet"
+                else pacsv.CSVWriter(files[topic], table.schema)
+            )
+        writers[topic].write_table(table)
+        buffers[topic].clear()
+
+    try:
+        for topic, record in generate(config):
+            buffers[topic].append(record)
+            if len(buffers[topic]) >= chunk_rows:
+                flush(topic)
+        for topic in RAW_TOPICS:
+            if buffers[topic] or topic not in writers:
+                flush(topic)  # an empty topic still gets a file with its header
+    finally:
+        for writer in writers.values():
+            writer.close()
+    return files
+
+
+def _to_file_table(topic: str, rows: list[dict], format: HistoryFormat) -> pa.Table:
+    schema = topic_schema(topic)
+    table = pa.Table.from_pylist(rows, schema=schema)
+    if format == "csv":
+        for name in _NESTED:
+            if name in table.column_names:
+                text = pa.array([json.dumps(v) for v in table[name].to_pylist()], pa.string())
+                table = table.set_column(table.schema.get_field_index(name), name, text)
+    return table
+
+
+def topic_of(path: Path, columns: list[str]) -> str:
+    """The topic a history file holds: from its name (``raw.trades*.csv``), else from its columns."""
+    for topic in RAW_TOPICS:
+        if path.name.startswith(topic):
+            return topic
+    if "trade_id" in columns or "side" in columns:
+        return RAW_TRADES
+    if "bids" in columns:
+        return RAW_ORDERBOOK
+    if "open" in columns and "interval_start" in columns:
+        return RAW_MARKETDATA
+    raise ValueError(f"cannot tell which topic {path} holds (name it raw.<topic>.parquet/csv); columns: {columns}")
+
+
+def _read_table(path: Path) -> tuple[str, pa.Table]:
+    if path.suffix == ".parquet":
+        table = pq.read_table(path)
+        topic = topic_of(path, table.column_names)
+    elif path.suffix == ".csv":
+        header = pacsv.read_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 16)).schema.names if path.stat().st_size else []
+        topic = topic_of(path, header)
+        schema = topic_schema(topic)
+        types = {f.name: (pa.string() if f.name in _NESTED else f.type) for f in schema if f.name in header}
+        table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(column_types=types))
+    else:
+        raise ValueError(f"history files are .parquet or .csv, got {path}")
+    schema = topic_schema(topic)
+    missing = [f.name for f in schema if f.name not in table.column_names and not f.nullable]
+    required = [n for n in ("symbol", TIMESTAMP_COLUMN) if n not in table.column_names]
+    if required or missing:
+        raise ValueError(f"{path} ({topic}) lacks columns {required + missing}")
+    return topic, _conform(table, schema)
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Columns of the topic's contract, in its order: timestamps as int64 µs, absent optional columns null."""
+    columns = []
+    for f in schema:
+        if f.name not in table.column_names:
+            columns.append(pa.nulls(table.num_rows, f.type))
+            continue
+        column = table[f.name]
+        if f.name in _NESTED and pa.types.is_string(column.type):
+            column = pa.array([None if v is None else json.loads(v) for v in column.to_pylist()], f.type)
+        else:
+            column = column.cast(f.type)
+        columns.append(column)
+    table = pa.table(columns, schema=schema)
+    for i, f in enumerate(schema):
+        if pa.types.is_timestamp(f.type):
+            table = table.set_column(i, f.name, table[f.name].cast(pa.int64()))
+    order = table[TIMESTAMP_COLUMN]
+    if len(order) > 1 and not _is_sorted(order):
+        table = table.take(pc.sort_indices(table, sort_keys=[(TIMESTAMP_COLUMN, "ascending")]))  # stable
+    return table
+
+
+def _is_sorted(column: pa.ChunkedArray) -> bool:
+    values = column.to_numpy()
+    return bool(np.all(values[1:] >= values[:-1]))
+
+
+def _history_files(path: Path) -> list[Path]:
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix in (".parquet", ".csv"))
+        if not files:
+            raise FileNotFoundError(f"no .parquet or .csv history files in {path}")
+        return files
+    if not path.exists():
+        raise FileNotFoundError(f"history file {path} does not exist")
+    return [path]
+
+
+def _records(topic: str, table: pa.Table, batch_rows: int = 10_000) -> Iterator[tuple[int, str, dict]]:
+    for batch in table.to_batches(max_chunksize=batch_rows):
+        for record in batch.to_pylist():
+            yield record[TIMESTAMP_COLUMN], topic, record
+
+
+def read_history(path: str | Path) -> Iterator[tuple[str, dict]]:
+    """(topic, record) from a history file or a directory of them, in ``event_timestamp`` order.
+
+    Each file is one topic (from its name, else its columns) in the contract's columns; rows with equal
+    timestamps keep their file order, so one symbol's events keep their published order.
+    """
+    tables = [_read_table(p) for p in _history_files(Path(path))]
+    streams = [_records(topic, table) for topic, table in tables]
+    for _, topic, record in heapq.merge(*streams, key=lambda item: item[0]):
+        yield topic, record
