@@ -138,8 +138,9 @@ class BatchDecoder:
             table = _decode_block(writer, bodies)
             if table.num_rows == len(bodies):
                 return table, indices, []
-        except Exception:
-            pass
+        except BaseException as exc:  # polars' Rust decoder panics (pyo3 PanicException) on some corrupt input
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
         # Slow path, only for a block holding a corrupt body: find exactly which messages are bad.
         records, good, bad = [], [], []
         for i, body in zip(indices, bodies):
