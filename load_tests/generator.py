@@ -390,7 +390,8 @@ def topic_of(path: Path, columns: list[str]) -> str:
     raise ValueError(f"cannot tell which topic {path} holds (name it raw.<topic>.parquet/csv); columns: {columns}")
 
 
-def _read_table(path: Path) -> tuple[str, pa.Table]:
+def read_history_table(path: Path) -> tuple[str, pa.Table]:
+    """One history file as (topic, table in the contract's columns, timestamps as int64 µs, in timestamp order)."""
     if path.suffix == ".parquet":
         table = pq.read_table(path)
         topic = topic_of(path, table.column_names)
@@ -438,7 +439,8 @@ def _is_sorted(column: pa.ChunkedArray) -> bool:
     return bool(np.all(values[1:] >= values[:-1]))
 
 
-def _history_files(path: Path) -> list[Path]:
+def history_files(path: Path) -> list[Path]:
+    """The history files at ``path``: the file itself, or every .parquet/.csv in the directory."""
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix in (".parquet", ".csv"))
         if not files:
@@ -461,7 +463,7 @@ def read_history(path: str | Path) -> Iterator[tuple[str, dict]]:
     Each file is one topic (from its name, else its columns) in the contract's columns; rows with equal
     timestamps keep their file order, so one symbol's events keep their published order.
     """
-    tables = [_read_table(p) for p in _history_files(Path(path))]
+    tables = [read_history_table(p) for p in history_files(Path(path))]
     streams = [_records(topic, table) for topic, table in tables]
     for _, topic, record in heapq.merge(*streams, key=lambda item: item[0]):
         yield topic, record

@@ -1,0 +1,515 @@
+"""A load-test scenario against the running system: replay a generated day, watch Kafka → bronze/silver keep up.
+
+The broker and the workers run separately (``ticklake broker start``, ``ticklake worker``). The scenario
+writes a history file (or takes one), starts ``ticklake replay --from FILE --speed S`` and samples, every
+few seconds, what was offered (the original timing / speed), published (Kafka high watermarks), and
+committed (the offsets each table recorded, ``schemas.offsets.recorded_offsets``), the lag in between,
+freshness, and commit latency (from the workers' ``/metrics``). When the replay has ended and the lag
+has drained, it writes ``reports/<name>.json`` and ``reports/<name>.png``::
+
+    python -m load_tests.scenario --name day-20x --day 2024-01-02 --speed 20 --trades 400000
+
+Freshness here is a time lag: how long ago the newest message a table has committed was published
+(0 when the table holds everything published). Event-time freshness would be meaningless for a replay
+of historical timestamps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pyarrow.parquet as pq
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from load_tests.generator import GeneratorConfig, history_files, read_history_table, topic_of, write_history
+from load_tests.pacing import DEFAULT_MAX_GAP_S
+from schemas.offsets import recorded_offsets
+from schemas.settings import REPO_ROOT, Settings
+from schemas.tables import BRONZE_BY_TOPIC, SILVER_BY_TOPIC
+from schemas.topics import RAW_TOPICS
+
+DEFAULT_REPLAY_CMD = "{ticklake} replay --from {history} --speed {speed} --quiet"
+COMMIT_HISTOGRAM = "ticklake_commit_duration_seconds"
+
+
+# -- what one sample holds, and what a run adds up to ---------------------------------------------
+
+
+@dataclass
+class Sample:
+    """The system at one moment of the run (``t`` seconds after the replay started)."""
+
+    t: float
+    offered: int  # messages the schedule had released by t (= published for speed 0)
+    published: int  # messages added to the raw topics since the start
+    committed: dict[str, int]  # table -> messages of its topic it has recorded since the start
+    lag: dict[str, int]  # table -> high watermark − recorded offset, summed over partitions
+    freshness_s: dict[str, float]  # table -> time lag, see the module docstring
+    commit_latency_s: dict[str, float] = field(default_factory=dict)  # table -> mean over the interval
+    commit_latency_p99_s: dict[str, float] = field(default_factory=dict)  # table -> p99 over the interval
+
+
+def _rates(times: Sequence[float], counts: Sequence[float]) -> list[float]:
+    """Per-interval rates (first interval from t=0, count 0)."""
+    out, prev_t, prev_n = [], 0.0, 0.0
+    for t, n in zip(times, counts):
+        out.append((n - prev_n) / (t - prev_t) if t > prev_t else 0.0)
+        prev_t, prev_n = t, n
+    return out
+
+
+def _stats(values: Iterable[float]) -> dict[str, float | None]:
+    arr = np.asarray([v for v in values if v is not None], dtype=float)
+    if arr.size == 0:
+        return {"p50": None, "p99": None, "max": None, "mean": None}
+    return {
+        "p50": float(np.percentile(arr, 50)),
+        "p99": float(np.percentile(arr, 99)),
+        "max": float(arr.max()),
+        "mean": float(arr.mean()),
+    }
+
+
+def achieved(sample: Sample) -> int:
+    """Messages every table has committed (the slowest table decides)."""
+    return min(sample.committed.values(), default=0)
+
+
+def summarize(samples: list[Sample], replay_seconds: float | None, drained_at: float | None) -> dict:
+    """The headline numbers of a run (the JSON report without its time series)."""
+    times = [s.t for s in samples]
+    offered_rates = _rates(times, [s.offered for s in samples])
+    published_rates = _rates(times, [s.published for s in samples])
+    achieved_rates = _rates(times, [achieved(s) for s in samples])
+    end = drained_at if drained_at is not None else (times[-1] if times else 0.0)
+    last = samples[-1] if samples else None
+    return {
+        "duration_s": end,
+        "replay_s": replay_seconds,
+        "drained": drained_at is not None,
+        "drain_s": (drained_at - replay_seconds) if drained_at is not None and replay_seconds is not None else None,
+        "messages": {"offered": last.offered if last else 0, "published": last.published if last else 0,
+                     "committed": dict(last.committed) if last else {}},  # fmt: skip
+        "offered_msg_s": {"mean": (last.offered / replay_seconds) if last and replay_seconds else None,
+                          "peak": max(offered_rates, default=0.0)},  # fmt: skip
+        "published_msg_s": {"mean": (last.published / replay_seconds) if last and replay_seconds else None,
+                            "peak": max(published_rates, default=0.0)},  # fmt: skip
+        "achieved_msg_s": {"mean": (achieved(last) / end) if last and end else None, "peak": max(achieved_rates, default=0.0)},
+        "lag": {"max": max((sum(s.lag.values()) for s in samples), default=0),
+                "final": sum(last.lag.values()) if last else None},  # fmt: skip
+        "freshness_s": _stats(max(s.freshness_s.values(), default=0.0) for s in samples),
+        "commit_latency_s": _stats(v for s in samples for v in s.commit_latency_s.values()),
+        "commit_latency_p99_s": _stats(v for s in samples for v in s.commit_latency_p99_s.values()),
+    }
+
+
+def write_report(name: str, directory: Path, meta: dict, samples: list[Sample], summary: dict) -> tuple[Path, Path]:
+    """``<directory>/<name>.json`` (meta + summary + samples) and ``<name>.png`` (four panels over time)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    json_path, png_path = directory / f"{name}.json", directory / f"{name}.png"
+    json_path.write_text(json.dumps({**meta, "summary": summary, "samples": [asdict(s) for s in samples]}, indent=2))
+    plot(name, samples, png_path)
+    return json_path, png_path
+
+
+def plot(title: str, samples: list[Sample], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    times = [s.t for s in samples]
+    tables = sorted({t for s in samples for t in s.committed})
+    fig, axes = plt.subplots(4, 1, figsize=(11, 13), sharex=True)
+    ax = axes[0]
+    ax.plot(times, _rates(times, [s.offered for s in samples]), label="offered", color="grey", linestyle="--")
+    ax.plot(times, _rates(times, [s.published for s in samples]), label="published (Kafka)")
+    ax.plot(times, _rates(times, [achieved(s) for s in samples]), label="achieved (all tables committed)")
+    ax.set_ylabel("msg/s")
+    ax.set_title(f"{title}: offered vs achieved throughput")
+    ax.legend(loc="upper right")
+    for ax, key, label in ((axes[1], "lag", "lag (messages)"), (axes[2], "freshness_s", "freshness (s)")):
+        for table in tables:
+            ax.plot(times, [getattr(s, key).get(table, np.nan) for s in samples], label=table)
+        ax.set_ylabel(label)
+        if tables:
+            ax.legend(loc="upper right", fontsize="small")
+    ax = axes[3]
+    for table in tables:
+        line = ax.plot(times, [s.commit_latency_s.get(table, np.nan) for s in samples], label=f"{table} mean")[0]
+        ax.plot(times, [s.commit_latency_p99_s.get(table, np.nan) for s in samples], linestyle=":", color=line.get_color())
+    ax.set_ylabel("commit latency (s), dotted p99")
+    ax.set_xlabel("seconds since the replay started")
+    if any(s.commit_latency_s for s in samples):
+        ax.legend(loc="upper right", fontsize="small")
+    else:
+        ax.text(0.5, 0.5, "no worker /metrics reachable", transform=ax.transAxes, ha="center")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+# -- the pieces a sample is computed from ----------------------------------------------------------
+
+
+def offered_schedule(timestamps_us: np.ndarray, speed: float, max_gap_s: float | None = DEFAULT_MAX_GAP_S) -> np.ndarray:
+    """Seconds after the start at which ``paced`` releases each record (sorted event times in µs)."""
+    if timestamps_us.size == 0:
+        return np.empty(0)
+    gaps = np.diff(np.maximum.accumulate(timestamps_us), prepend=timestamps_us[0]).astype(float)
+    if max_gap_s is not None:
+        gaps = np.minimum(gaps, max_gap_s * 1e6)
+    return np.cumsum(gaps) / 1e6 / speed
+
+
+def time_lag(now: float, head: list[tuple[float, int]], committed: int) -> float:
+    """Seconds since the published total first reached ``committed`` (``head``: (t, published) so far)."""
+    if not head or committed >= head[-1][1]:
+        return 0.0
+    for (t0, n0), (t1, n1) in zip(head, head[1:]):
+        if n1 >= committed:
+            reached = t1 if n1 == n0 else t0 + (t1 - t0) * (committed - n0) / (n1 - n0)
+            return max(0.0, now - max(reached, t0))
+    return max(0.0, now - head[0][0])
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """Cumulative bucket counts (upper bound -> count), and sum and count, of one histogram series."""
+
+    buckets: dict[float, float]
+    total: float
+    count: float
+
+    def minus(self, earlier: "Histogram | None") -> "Histogram":
+        if earlier is None:
+            return self
+        return Histogram(
+            {le: n - earlier.buckets.get(le, 0.0) for le, n in self.buckets.items()},
+            self.total - earlier.total,
+            self.count - earlier.count,
+        )
+
+    def quantile(self, q: float) -> float | None:
+        """Prometheus' histogram_quantile: linear within the bucket that holds the q-th observation."""
+        if self.count <= 0:
+            return None
+        rank, lower, below = q * self.count, 0.0, 0.0
+        for le in sorted(self.buckets):
+            n = self.buckets[le]
+            if n >= rank:
+                if le == float("inf"):
+                    return lower
+                return lower + (le - lower) * ((rank - below) / (n - below) if n > below else 1.0)
+            lower, below = le, n
+        return lower
+
+
+def commit_histograms(metrics_text: str) -> dict[str, Histogram]:
+    """``ticklake_commit_duration_seconds`` per table from a worker's /metrics exposition."""
+    parts: dict[str, dict] = {}
+    for family in text_string_to_metric_families(metrics_text):
+        if family.name != COMMIT_HISTOGRAM:
+            continue
+        for s in family.samples:
+            table = s.labels.get("table", "")
+            entry = parts.setdefault(table, {"buckets": {}, "sum": 0.0, "count": 0.0})
+            if s.name.endswith("_bucket"):
+                entry["buckets"][float(s.labels["le"])] = s.value
+            elif s.name.endswith("_sum"):
+                entry["sum"] = s.value
+            elif s.name.endswith("_count"):
+                entry["count"] = s.value
+    return {t: Histogram(p["buckets"], p["sum"], p["count"]) for t, p in parts.items()}
+
+
+def merge_histograms(many: Iterable[dict[str, Histogram]]) -> dict[str, Histogram]:
+    """Several workers' histograms added up per table."""
+    out: dict[str, Histogram] = {}
+    for per_table in many:
+        for table, h in per_table.items():
+            if table in out:
+                o = out[table]
+                h = Histogram({le: n + o.buckets.get(le, 0.0) for le, n in h.buckets.items()}, h.total + o.total, h.count + o.count)
+            out[table] = h
+    return out
+
+
+# -- the live system -------------------------------------------------------------------------------
+
+
+class KafkaHeads:
+    """Low and high watermarks of the raw topics, through one consumer that never joins a group."""
+
+    def __init__(self, bootstrap: str, topics: Sequence[str]) -> None:
+        from confluent_kafka import Consumer
+
+        self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "ticklake-load-test-probe",
+                                   "enable.auto.commit": False})  # fmt: skip
+        metadata = self._consumer.list_topics(timeout=10)
+        missing = [t for t in topics if t not in metadata.topics]
+        if missing:
+            raise RuntimeError(f"topics {missing} do not exist on {bootstrap}: create them (ticklake topics create)")
+        self.partitions = {t: sorted(metadata.topics[t].partitions) for t in topics}
+
+    def watermarks(self) -> dict[str, dict[int, tuple[int, int]]]:
+        from confluent_kafka import TopicPartition
+
+        return {
+            topic: {p: self._consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=5, cached=False) for p in parts}
+            for topic, parts in self.partitions.items()
+        }
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+class LakeOffsets:
+    """The next offset each streaming table recorded per partition, read from its newest snapshot."""
+
+    def __init__(self, settings: Settings, topics: Sequence[str], with_silver: bool = True) -> None:
+        from schemas.catalog import open_catalog
+
+        self._catalog = open_catalog(settings)
+        self.tables = {BRONZE_BY_TOPIC[t].name: t for t in topics}
+        if with_silver:
+            self.tables.update({SILVER_BY_TOPIC[t].name: t for t in topics})
+
+    def offsets(self) -> dict[str, dict[int, int]]:
+        out: dict[str, dict[int, int]] = {}
+        for table, topic in self.tables.items():
+            try:
+                loaded = self._catalog.load_table(table)
+            except Exception as exc:  # NoSuchTableError: nothing committed yet
+                if "NoSuchTable" not in type(exc).__name__:
+                    raise
+                out[table] = {}
+                continue
+            out[table] = recorded_offsets(loaded).get(topic, {})
+        return out
+
+
+def scrape_commit_latency(urls: Sequence[str]) -> dict[str, Histogram] | None:
+    """Commit histograms of all workers, or None when none of them answers."""
+    found = []
+    for url in urls:
+        try:
+            response = requests.get(url, timeout=2)
+            response.raise_for_status()
+        except requests.RequestException:
+            continue
+        found.append(commit_histograms(response.text))
+    return merge_histograms(found) if found else None
+
+
+# -- the run ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class ScenarioConfig:
+    name: str
+    history: Path
+    speed: float
+    replay_cmd: str = DEFAULT_REPLAY_CMD
+    metrics_urls: tuple[str, ...] = ()
+    sample_every_s: float = 2.0
+    drain_timeout_s: float = 300.0
+    reports: Path = REPO_ROOT / "reports"
+    with_silver: bool = True
+    show_progress: bool = True
+
+
+def history_timestamps(history: Path) -> dict[str, np.ndarray]:
+    """Sorted event times (µs) per topic of a history file or directory."""
+    out: dict[str, list[np.ndarray]] = {}
+    for path in history_files(history):
+        if path.suffix == ".parquet":  # read the one column, not the whole file
+            topic = topic_of(path, pq.read_schema(path).names)
+            values = pq.read_table(path, columns=["event_timestamp"])["event_timestamp"].cast("int64").to_numpy()
+        else:
+            topic, table = read_history_table(path)
+            values = table["event_timestamp"].to_numpy()
+        out.setdefault(topic, []).append(values)
+    return {t: np.sort(np.concatenate(v)) for t, v in out.items()}
+
+
+def run(config: ScenarioConfig, settings: Settings) -> dict:
+    """Replay ``config.history`` against the running system; return the report (also written to disk)."""
+    from tqdm import tqdm
+
+    stamps = history_timestamps(config.history)
+    topics = [t for t in RAW_TOPICS if t in stamps]
+    every = np.sort(np.concatenate([stamps[t] for t in topics]))
+    schedule = offered_schedule(every, config.speed) if config.speed > 0 else None
+    total = int(every.size)
+    heads = KafkaHeads(settings.kafka_bootstrap_servers, topics)
+    lake = LakeOffsets(settings, topics, config.with_silver)
+    start_marks = heads.watermarks()
+    start_offsets = lake.offsets()
+
+    def published_since_start(marks: dict[str, dict[int, tuple[int, int]]], topic: str | None = None) -> int:
+        return sum(hi - start_marks[t][p][1] for t, parts in marks.items() if topic in (None, t) for p, (_, hi) in parts.items())
+
+    def committed_since_start(table: str, offsets: dict[int, int]) -> int:
+        topic = lake.tables[table]
+        base = {p: start_offsets[table].get(p, lo) for p, (lo, _) in start_marks[topic].items()}
+        return sum(max(0, offsets.get(p, base[p]) - base[p]) for p in base)
+
+    def position(table: str, offsets: dict[int, int]) -> int:
+        """Recorded offsets relative to the high watermarks at the start (negative: still on older backlog)."""
+        marks = start_marks[lake.tables[table]]
+        return sum(offsets.get(p, lo) - hi for p, (lo, hi) in marks.items())
+
+    log_path = config.reports / f"{config.name}.replay.log"
+    config.reports.mkdir(parents=True, exist_ok=True)
+    ticklake = Path(sys.executable).with_name("ticklake")
+    command = config.replay_cmd.format(
+        ticklake=shlex.quote(str(ticklake if ticklake.exists() else "ticklake")),
+        history=shlex.quote(str(config.history)),
+        speed=config.speed,
+    )
+    samples: list[Sample] = []
+    heads_by_topic: dict[str, list[tuple[float, int]]] = {t: [(0.0, 0)] for t in topics}
+    previous_hist: dict[str, Histogram] | None = scrape_commit_latency(config.metrics_urls)
+    replay_seconds: float | None = None
+    drained_at: float | None = None
+    bar = tqdm(total=total, unit="msg", desc=config.name, disable=not config.show_progress, mininterval=0.5)
+    with open(log_path, "w") as log:
+        started = time.monotonic()
+        replay = subprocess.Popen(command, shell=True, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
+        try:
+            while True:
+                time.sleep(config.sample_every_s)
+                t = time.monotonic() - started
+                if replay_seconds is None and replay.poll() is not None:
+                    replay_seconds = t
+                marks = heads.watermarks()
+                offsets = lake.offsets()
+                published = published_since_start(marks)
+                for topic in topics:
+                    heads_by_topic[topic].append((t, published_since_start(marks, topic)))
+                committed = {table: committed_since_start(table, offsets[table]) for table in lake.tables}
+                lag = {
+                    table: sum(max(0, hi - offsets[table].get(p, lo)) for p, (lo, hi) in marks[lake.tables[table]].items())
+                    for table in lake.tables
+                }
+                freshness = {
+                    table: time_lag(t, heads_by_topic[lake.tables[table]], position(table, offsets[table]))
+                    for table in lake.tables
+                }
+                if schedule is not None:
+                    offered = int(np.searchsorted(schedule, t, side="right"))
+                else:
+                    offered = published
+                sample = Sample(t=round(t, 3), offered=offered, published=published, committed=committed, lag=lag,
+                                freshness_s=freshness)  # fmt: skip
+                hist = scrape_commit_latency(config.metrics_urls)
+                if hist is not None:
+                    for table, h in hist.items():
+                        delta = h.minus((previous_hist or {}).get(table))
+                        if delta.count > 0:
+                            sample.commit_latency_s[table] = delta.total / delta.count
+                            sample.commit_latency_p99_s[table] = delta.quantile(0.99) or 0.0
+                    previous_hist = hist
+                samples.append(sample)
+                done = min(committed.values(), default=0)
+                bar.update(max(0, min(done, total) - bar.n))
+                bar.set_postfix(published=published, lag=sum(lag.values()),
+                                fresh=f"{max(freshness.values(), default=0):.1f}s")  # fmt: skip
+                if replay_seconds is not None:
+                    if replay.returncode != 0:
+                        break
+                    if all(v == 0 for v in lag.values()):
+                        drained_at = t
+                        break
+                    if t - replay_seconds > config.drain_timeout_s:
+                        break
+        except KeyboardInterrupt:
+            replay.terminate()
+            raise
+        finally:
+            bar.close()
+            if replay.poll() is None:
+                replay.terminate()
+            heads.close()
+    meta = {
+        "name": config.name,
+        "history": str(config.history),
+        "speed": config.speed,
+        "replay_command": command,
+        "replay_exit_code": replay.returncode,
+        "replay_log": str(log_path),
+        "messages_in_history": {t: int(stamps[t].size) for t in topics},
+        "tables": sorted(lake.tables),
+        "metrics_urls": list(config.metrics_urls),
+        "sample_every_s": config.sample_every_s,
+        "freshness_definition": "seconds since the newest message a table committed was published (time lag)",
+        "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    summary = summarize(samples, replay_seconds, drained_at)
+    json_path, png_path = write_report(config.name, config.reports, meta, samples, summary)
+    return {**meta, "summary": summary, "json": str(json_path), "png": str(png_path)}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m load_tests.scenario", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--name", help="report name (default: day-<day>-<speed>x)")
+    parser.add_argument("--day", type=dt.date.fromisoformat, default=dt.date(2024, 1, 2), help="first trading day")
+    parser.add_argument("--end", type=dt.date.fromisoformat, help="last trading day (default: --day)")
+    parser.add_argument("--speed", type=float, default=20.0, help="1 = real time, 20 = 20x, 0 = as fast as possible")
+    parser.add_argument("--trades", type=int, default=200_000, help="trades in the range (books and bars follow)")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--duplicates", type=float, default=0.01)
+    parser.add_argument("--corrections", type=float, default=0.002)
+    parser.add_argument("--late", type=float, default=0.005)
+    parser.add_argument("--history", type=Path, help="replay this file/directory instead of generating one")
+    parser.add_argument("--format", choices=("parquet", "csv"), default="parquet", help="format of the generated history")
+    parser.add_argument("--replay-cmd", default=DEFAULT_REPLAY_CMD, help="placeholders {ticklake} {history} {speed}")
+    parser.add_argument("--metrics-url", action="append", dest="metrics_urls",
+                        help="a worker's /metrics (repeatable; default http://127.0.0.1:TICKLAKE_METRICS_PORT/metrics)")  # fmt: skip
+    parser.add_argument("--sample-every", type=float, default=2.0, help="seconds between samples")
+    parser.add_argument("--drain-timeout", type=float, default=300.0, help="seconds to wait for lag 0 after the replay")
+    parser.add_argument("--reports", type=Path, default=REPO_ROOT / "reports")
+    parser.add_argument("--bronze-only", action="store_true", help="workers run without silver")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    settings = Settings.from_env()
+    name = args.name or f"day-{args.day}-{args.speed:g}x"
+    history = args.history
+    if history is None:
+        history = settings.lake_dir / "load_tests" / name
+        generator = GeneratorConfig(trades=args.trades, seed=args.seed, start=args.day, end=args.end or args.day,
+                                    duplicates=args.duplicates, corrections=args.corrections, late=args.late)  # fmt: skip
+        print(f"generating {args.trades:,d} trades ({args.day} .. {args.end or args.day}) into {history}", file=sys.stderr)
+        write_history(generator, history, format=args.format)
+    metrics_urls = tuple(args.metrics_urls or [f"http://127.0.0.1:{settings.metrics_port}/metrics"])
+    config = ScenarioConfig(name=name, history=history, speed=args.speed, replay_cmd=args.replay_cmd,
+                            metrics_urls=metrics_urls, sample_every_s=args.sample_every,
+                            drain_timeout_s=args.drain_timeout, reports=args.reports,
+                            with_silver=not args.bronze_only, show_progress=not args.quiet)  # fmt: skip
+    report = run(config, settings)
+    s = report["summary"]
+    print(json.dumps({k: s[k] for k in ("drained", "duration_s", "offered_msg_s", "achieved_msg_s", "lag",
+                                        "freshness_s", "commit_latency_s")}, indent=2))  # fmt: skip
+    print(f"report: {report['json']} {report['png']}")
+    if report["replay_exit_code"] not in (0, None):
+        print(f"replay failed (exit {report['replay_exit_code']}), see {report['replay_log']}", file=sys.stderr)
+        return 1
+    return 0 if s["drained"] else 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""load_tests.scenario: the arithmetic of a load-test report (schedule, time lag, histograms) and its files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from prometheus_client import generate_latest
+
+from load_tests.scenario import (
+    Histogram,
+    Sample,
+    commit_histograms,
+    merge_histograms,
+    offered_schedule,
+    summarize,
+    time_lag,
+    write_report,
+)
+from stream_workers.metrics import WorkerMetrics
+
+S = 1_000_000
+
+
+def test_offered_schedule_matches_pacing() -> None:
+    stamps = np.array([0, 1 * S, 1 * S, 3 * S, 2 * S, 10_000 * S])  # a late event, then an overnight gap
+    assert offered_schedule(stamps, speed=2, max_gap_s=60).tolist() == [0.0, 0.5, 0.5, 1.5, 1.5, 31.5]
+    assert offered_schedule(np.array([], dtype=np.int64), speed=2).size == 0
+
+
+def test_time_lag_interpolates_when_the_committed_position_was_published() -> None:
+    head = [(0.0, 0), (2.0, 100), (4.0, 300)]
+    assert time_lag(5.0, head, 200) == pytest.approx(2.0)  # 200 was published at t=3
+    assert time_lag(5.0, head, 300) == 0.0  # caught up
+    assert time_lag(5.0, head, 0) == 5.0  # nothing of it committed yet
+    assert time_lag(5.0, head, -40) == 5.0  # still on backlog from before the start
+    assert time_lag(1.0, [(0.0, 0)], 0) == 0.0
+
+
+def test_commit_histograms_from_a_worker_and_their_quantiles() -> None:
+    a, b = WorkerMetrics(), WorkerMetrics()
+    for seconds in (0.2, 0.3, 0.4, 0.45):
+        a.observe_commit("bronze.raw_trades", seconds, 100)
+    before = commit_histograms(generate_latest(a.registry).decode())
+    a.observe_commit("bronze.raw_trades", 4.0, 100)
+    b.observe_commit("bronze.raw_trades", 1.5, 100)
+    after = merge_histograms([commit_histograms(generate_latest(w.registry).decode()) for w in (a, b)])
+    h = after["bronze.raw_trades"]
+    assert (h.count, h.total) == (6, pytest.approx(6.85))
+    delta = h.minus(before["bronze.raw_trades"])
+    assert (delta.count, delta.total) == (2, pytest.approx(5.5))
+    assert delta.quantile(0.5) == pytest.approx(2.0)  # the 1st of 2 observations: the (1, 2] bucket's top
+    assert 2.0 < delta.quantile(0.99) <= 5.0
+    assert Histogram({}, 0.0, 0.0).quantile(0.5) is None
+
+
+def _samples() -> list[Sample]:
+    out = []
+    for i in range(1, 11):
+        t = 2.0 * i
+        published = min(1000 * i, 8000)
+        committed = max(0, published - 1500)
+        out.append(
+            Sample(
+                t=t,
+                offered=min(1000 * i, 8000),
+                published=published,
+                committed={"bronze.raw_trades": committed, "silver.trades": max(0, committed - 100)},
+                lag={"bronze.raw_trades": published - committed, "silver.trades": published - committed + 100},
+                freshness_s={"bronze.raw_trades": 3.0, "silver.trades": 3.2 if i < 10 else 0.0},
+                commit_latency_s={"bronze.raw_trades": 0.2 + 0.01 * i},
+                commit_latency_p99_s={"bronze.raw_trades": 0.5},
+            )
+        )
+    return out
+
+
+def test_summary_and_report_files(tmp_path: Path) -> None:
+    samples = _samples()
+    summary = summarize(samples, replay_seconds=16.0, drained_at=None)
+    assert summary["messages"]["published"] == 8000
+    assert summary["offered_msg_s"]["mean"] == 500.0 and summary["offered_msg_s"]["peak"] == 500.0
+    assert summary["achieved_msg_s"]["mean"] == pytest.approx(6400 / 20.0)
+    assert summary["lag"] == {"max": 3100, "final": 3100}
+    assert summary["freshness_s"]["p50"] == pytest.approx(3.2) and summary["freshness_s"]["max"] == 3.2
+    assert summary["commit_latency_s"]["max"] == pytest.approx(0.3)
+    assert summary["drained"] is False and summary["drain_s"] is None
+
+    json_path, png_path = write_report("unit", tmp_path, {"name": "unit"}, samples, summary)
+    report = json.loads(json_path.read_text())
+    assert report["name"] == "unit" and len(report["samples"]) == 10
+    assert report["samples"][0]["committed"]["silver.trades"] == 0
+    assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png_path.stat().st_size > 10_000
+
+
+def test_report_without_metrics_or_samples(tmp_path: Path) -> None:
+    summary = summarize([], replay_seconds=None, drained_at=None)
+    assert summary["commit_latency_s"]["p99"] is None and summary["lag"]["final"] is None
+    _, png = write_report("empty", tmp_path, {}, [], summary)
+    assert png.exists()
