@@ -105,25 +105,17 @@ class BatchDecoder:
 
     def decode(self, messages: RawMessages, ingested_at_us: int) -> DecodedBatch:
         n = len(messages)
-        groups: dict[int, list[int]] = {}
-        dead: list[tuple[int, int | None, str]] = []  # (index, schema id, reason)
-        for i, payload in enumerate(messages.payloads):
-            try:
-                sid = schema_id_of(payload)
-            except WireFormatError as exc:
-                dead.append((i, None, f"undecodable: {exc}"))
-                continue
-            groups.setdefault(sid, []).append(i)
-
+        framed = _Framed(messages.payloads)
+        dead: list[tuple[int, int | None, str]] = [(int(i), None, framed.why_unframed(int(i))) for i in framed.unframed]
         tables: list[pa.Table] = []
-        for sid, indices in groups.items():
+        for sid, indices in framed.groups():
             writer = self._writer(sid)
             if isinstance(writer, str):
-                dead.extend((i, sid, writer) for i in indices)
+                dead.extend((int(i), sid, writer) for i in indices)
                 continue
-            decoded, good, bad = self._decode_group(writer, messages.payloads, indices)
+            decoded, good, bad = self._decode_group(writer, framed, indices)
             dead.extend((i, sid, reason) for i, reason in bad)
-            if good:
+            if len(good):
                 tables.append(self._with_coordinates(decoded, messages, good, sid, ingested_at_us))
         rows = _concat(tables)
         if len(rows) + len(dead) != n:
@@ -131,19 +123,19 @@ class BatchDecoder:
         return DecodedBatch(rows=rows, dead_letters=_dead_letter_table(messages, dead, ingested_at_us))
 
     def _decode_group(
-        self, writer: _WriterSchema, payloads: Sequence[bytes | None], indices: list[int]
-    ) -> tuple[pa.Table, list[int], list[tuple[int, str]]]:
-        bodies = [payloads[i][HEADER_SIZE:] for i in indices]  # type: ignore[index]
+        self, writer: _WriterSchema, framed: "_Framed", indices: np.ndarray
+    ) -> tuple[pa.Table, np.ndarray, list[tuple[int, str]]]:
         try:
-            table = _decode_block(writer, bodies)
-            if table.num_rows == len(bodies):
+            table = _decode_block(writer, framed.bodies_block(indices), len(indices))
+            if table.num_rows == len(indices):
                 return table, indices, []
         except BaseException as exc:  # polars' Rust decoder panics (pyo3 PanicException) on some corrupt input
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 raise
         # Slow path, only for a block holding a corrupt body: find exactly which messages are bad.
         records, good, bad = [], [], []
-        for i, body in zip(indices, bodies):
+        for i in indices.tolist():
+            body = framed.payloads[i][HEADER_SIZE:]  # type: ignore[index]
             try:
                 buf = io.BytesIO(body)
                 record = fastavro.schemaless_reader(buf, writer.parsed, None)
@@ -153,12 +145,12 @@ class BatchDecoder:
                 good.append(i)
             except Exception as exc:
                 bad.append((i, f"undecodable with schema id {writer.schema_id}: {type(exc).__name__}: {exc}"[:500]))
-        return pa.Table.from_pylist(records, schema=writer.arrow), good, bad
+        return pa.Table.from_pylist(records, schema=writer.arrow), np.asarray(good, dtype=np.int64), bad
 
     def _with_coordinates(
-        self, table: pa.Table, messages: RawMessages, indices: list[int], sid: int, ingested_at_us: int
+        self, table: pa.Table, messages: RawMessages, indices: np.ndarray, sid: int, ingested_at_us: int
     ) -> pa.Table:
-        idx = np.asarray(indices, dtype=np.int64)
+        idx = indices
         n = len(indices)
         coords = {
             "kafka_topic": pa.array([messages.topic] * n, pa.string()),
@@ -173,9 +165,57 @@ class BatchDecoder:
         return table
 
 
-def _decode_block(writer: _WriterSchema, bodies: list[bytes]) -> pa.Table:
-    data = b"".join(bodies)
-    block = writer.header + _zigzag(len(bodies)) + _zigzag(len(data)) + data + _SYNC
+class _Framed:
+    """The Confluent headers of a whole batch, parsed with numpy instead of message by message."""
+
+    def __init__(self, payloads: Sequence[bytes | None]) -> None:
+        self.payloads = payloads
+        if None in payloads:  # tombstones: rare, so the common path stays in C
+            payloads = [b"" if p is None else p for p in payloads]
+            self.payloads = payloads
+        lengths = np.fromiter(map(len, payloads), dtype=np.int64, count=len(payloads))  # type: ignore[arg-type]
+        self.blob = np.frombuffer(b"".join(payloads), dtype=np.uint8)  # type: ignore[arg-type]
+        self.lengths = lengths
+        self.starts = np.concatenate(([0], np.cumsum(lengths)[:-1])) if len(lengths) else lengths
+        framed = lengths >= HEADER_SIZE
+        heads = self.starts[framed]
+        magic_ok = np.zeros(len(payloads), dtype=bool)
+        magic_ok[framed] = self.blob[heads] == 0
+        ids = np.full(len(payloads), -1, dtype=np.int64)
+        b = self.blob
+        h = self.starts[magic_ok]
+        ids[magic_ok] = (
+            (b[h + 1].astype(np.int64) << 24) | (b[h + 2].astype(np.int64) << 16) | (b[h + 3].astype(np.int64) << 8) | b[h + 4]
+        )
+        self.ids = ids
+        self.unframed = np.flatnonzero(~magic_ok)
+
+    def why_unframed(self, i: int) -> str:
+        try:
+            schema_id_of(self.payloads[i])
+        except WireFormatError as exc:
+            return f"undecodable: {exc}"
+        return "undecodable"
+
+    def groups(self) -> list[tuple[int, np.ndarray]]:
+        valid = self.ids >= 0
+        return [(int(sid), np.flatnonzero(self.ids == sid)) for sid in np.unique(self.ids[valid])]
+
+    def bodies_block(self, indices: np.ndarray) -> bytes:
+        """The Avro bodies of ``indices`` concatenated (headers cut out), as one buffer."""
+        if len(indices) == len(self.payloads) and len(self.unframed) == 0:
+            keep = np.ones(len(self.blob), dtype=bool)
+        else:
+            member = np.zeros(len(self.payloads), dtype=bool)
+            member[indices] = True
+            keep = np.repeat(member, self.lengths)
+        for k in range(HEADER_SIZE):
+            keep[self.starts[indices] + k] = False
+        return self.blob[keep].tobytes()
+
+
+def _decode_block(writer: _WriterSchema, data: bytes, count: int) -> pa.Table:
+    block = writer.header + _zigzag(count) + _zigzag(len(data)) + data + _SYNC
     frame = pl.read_avro(io.BytesIO(block))
     return frame.to_arrow().cast(writer.arrow)
 

@@ -38,6 +38,7 @@ class WorkerStats:
     flushed_messages: int = 0
     commits: int = 0
     mismatches: int = 0
+    first_message_at: float | None = None  # time.monotonic() of the first consumed message
     results: list[FlushResult] = field(default_factory=list)
 
 
@@ -121,6 +122,8 @@ class StreamWorker:
                         self._first_at[topic] = now
                     buf.add(msg.partition(), msg.offset(), msg.timestamp()[1], msg.value())
                 self.stats.consumed += len(batch)
+                if batch and self.stats.first_message_at is None:
+                    self.stats.first_message_at = now
                 if self.metrics is not None and now >= self._lag_due:
                     self._lag_due = now + LAG_REPORT_S
                     self._report_lag()
