@@ -180,3 +180,32 @@ def test_duplicate_after_restart_is_dropped(topics, lake_settings, tmp_path) -> 
     counters = recorded_counters(open_catalog(lake_settings).load_table("silver.trades"))
     assert counters[RAW_TRADES]["duplicates"] >= again.produced[RAW_TRADES]
     assert status.balanced
+
+
+def test_schema_v2_mid_stream_adds_the_column_without_restart(topics, lake_settings, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    config = GeneratorConfig(symbols=SYMBOLS, trades=2_000, seed=16)
+    v1 = publish(lake_settings, ((t, r) for t, r in generate(config) if t == RAW_TRADES), show_progress=False)
+    worker = WorkerProcess(lake_settings, "g-schema", tmp_path / "w.log")
+    try:
+        wait_drained(lake_settings, {RAW_TRADES: v1.produced[RAW_TRADES]})
+        later = GeneratorConfig(symbols=SYMBOLS, trades=1_000, seed=17)
+        v2 = publish(
+            lake_settings,
+            ((t, {**r, "venue_order_id": f"VO-{r['trade_id']}"}) for t, r in generate(later) if t == RAW_TRADES),
+            schema_version=2,
+            show_progress=False,
+        )
+        total = v1.produced[RAW_TRADES] + v2.produced[RAW_TRADES]
+        status = wait_drained(lake_settings, {RAW_TRADES: total})
+    finally:
+        assert worker.stop() == 0
+    bronze = read(lake_settings, "bronze.raw_trades", ("schema_id", "venue_order_id"))
+    assert bronze.num_rows == total
+    by_schema = {sid: [] for sid in (1, 4)}
+    for sid, vo in zip(bronze["schema_id"].to_pylist(), bronze["venue_order_id"].to_pylist()):
+        by_schema[sid].append(vo)
+    assert len(by_schema[1]) == v1.produced[RAW_TRADES] and all(v is None for v in by_schema[1])
+    assert len(by_schema[4]) == v2.produced[RAW_TRADES] and all(v and v.startswith("VO-") for v in by_schema[4])
+    silver = read(lake_settings, "silver.trades", ("trade_id", "venue_order_id"))
+    assert sum(v is not None for v in silver["venue_order_id"].to_pylist()) > 0
+    assert status.balanced
