@@ -8,6 +8,7 @@ with a pid file, and waits until it answers metadata; ``stop`` ends it. ``create
 from __future__ import annotations
 
 import base64
+import os
 import re
 import shutil
 import signal
@@ -168,13 +169,7 @@ def start(config: BrokerConfig | None = None, wait_s: float = 60.0) -> BrokerSta
         if _port_in_use(config.host, port):
             raise BrokerError(f"port {port} on {config.host} is already in use by another process; pick another --port")
 
-    fetch_jars(config)
-    java = _require_java()
-    config.data_path.mkdir(parents=True, exist_ok=True)
-    config.properties_file.write_text(server_properties(config))
-    if not (config.log_dirs / "meta.properties").exists():
-        _format_storage(config, java)
-
+    java = _prepare(config)
     pid = _launch_detached([*_java_command(config, java), "kafka.Kafka", str(config.properties_file)], config)
     config.pid_file.write_text(f"{pid}\n")
 
@@ -188,6 +183,28 @@ def start(config: BrokerConfig | None = None, wait_s: float = 60.0) -> BrokerSta
         state += f" ({cause})" if cause else ""
         raise BrokerError(f"Kafka broker on {config.bootstrap} {state}; see {config.log_file}", log_tail(config)) from exc
     return status(config)
+
+
+def _prepare(config: BrokerConfig) -> str:
+    """Jars fetched, server.properties written, storage formatted on first use; returns the java binary."""
+    fetch_jars(config)
+    java = _require_java()
+    config.data_path.mkdir(parents=True, exist_ok=True)
+    config.properties_file.write_text(server_properties(config))
+    if not (config.log_dirs / "meta.properties").exists():
+        _format_storage(config, java)
+    return java
+
+
+def run_foreground(config: BrokerConfig | None = None) -> None:
+    """Replace this process with the broker (for process managers such as honcho: ``ticklake broker run``)."""
+    config = config or BrokerConfig()
+    if _broker_process(config) is not None:
+        raise BrokerError(f"a Kafka broker from {config.data_path} is already running; stop it first")
+    java = _prepare(config)
+    os.chdir(config.data_path)
+    config.pid_file.write_text(f"{os.getpid()}\n")  # exec keeps the pid, so `broker status|stop` still work
+    os.execv(java, [java, *_java_command(config, java)[1:], "kafka.Kafka", str(config.properties_file)])
 
 
 def stop(config: BrokerConfig | None = None, timeout_s: float = 30.0) -> bool:

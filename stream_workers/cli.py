@@ -44,6 +44,11 @@ def cmd_broker_start(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_broker_run(args: argparse.Namespace, settings: Settings) -> int:
+    broker.run_foreground(_broker_config(args, settings))
+    return 0  # not reached: the process became the broker
+
+
 def cmd_broker_stop(args: argparse.Namespace, settings: Settings) -> int:
     config = _broker_config(args, settings)
     if broker.stop(config):
@@ -68,10 +73,11 @@ def cmd_broker_status(args: argparse.Namespace, settings: Settings) -> int:
 
 def add_broker_commands(subcommands: Subcommands) -> None:
     group = subcommands.add_parser("broker", help="run the local single-node Kafka broker (KRaft)")
-    actions = group.add_subparsers(dest="broker_command", required=True, metavar="{fetch,start,stop,status}")
+    actions = group.add_subparsers(dest="broker_command", required=True, metavar="{fetch,start,run,stop,status}")
     for name, handler, help_text in (
         ("fetch", cmd_broker_fetch, "download the Kafka broker jars with Maven (once)"),
         ("start", cmd_broker_start, "start the broker in the background and wait until it answers"),
+        ("run", cmd_broker_run, "run the broker in the foreground (what the Procfile runs)"),
         ("stop", cmd_broker_stop, "stop the broker started from this checkout"),
         ("status", cmd_broker_status, "show whether the broker answers and its topics"),
     ):

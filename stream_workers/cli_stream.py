@@ -6,6 +6,7 @@ import argparse
 import datetime as dt
 import logging
 import sys
+import time
 
 from schemas.catalog import open_catalog
 from schemas.settings import Settings
@@ -14,6 +15,12 @@ from schemas.topics import RAW_TOPICS
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from stream_workers.broker import create_topics, wait_ready
+    from stream_workers.cli import default_topics
+
+    # Under a process manager the broker may still be starting: wait, then make sure the topics exist.
+    wait_ready(settings.kafka_bootstrap_servers, timeout=args.wait_broker)
+    create_topics(settings.kafka_bootstrap_servers, default_topics(), partitions=settings.topic_partitions)
     if args.engine == "plain":
         import signal
 
@@ -98,7 +105,13 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         highs = {t: high_watermarks(settings.kafka_bootstrap_servers, t, timeout_s=5) for t in RAW_TOPICS}
     except Exception as exc:  # status still reports the tables without a broker
         print(f"(Kafka at {settings.kafka_bootstrap_servers} not reachable, lag unknown: {exc})", file=sys.stderr)
-    status = lake_status(open_catalog(settings), highs)
+    catalog = open_catalog(settings)
+    status = lake_status(catalog, highs)
+    deadline = time.monotonic() + (args.wait or 0)
+    while args.wait and highs is not None and not _drained(status) and time.monotonic() < deadline:
+        time.sleep(2)
+        highs = {t: high_watermarks(settings.kafka_bootstrap_servers, t, timeout_s=5) for t in RAW_TOPICS}
+        status = lake_status(catalog, highs)
     for line in status.lines():
         print(line)
     if not status.balanced:
@@ -107,12 +120,17 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _drained(status) -> bool:  # type: ignore[no-untyped-def]
+    return all(t.lag == 0 for t in status.tables if t.lag is not None)
+
+
 def add_stream_commands(subcommands: argparse._SubParsersAction) -> None:
     worker = subcommands.add_parser("worker", help="run a stream worker (Kafka -> bronze/silver Iceberg) for ever")
     worker.add_argument("--engine", choices=("faust", "plain"), default="faust",
                         help="faust: the Faust app (default, what the Procfile runs); plain: the bare consume loop")
     worker.add_argument("--bronze-only", action="store_true", help="(plain engine) skip the silver stage")
     worker.add_argument("--log-level", default="info")
+    worker.add_argument("--wait-broker", type=float, default=120.0, help="seconds to wait for Kafka at start-up")
     worker.set_defaults(handler=cmd_worker)
 
     replay = subcommands.add_parser("replay", help="publish market data to the raw topics")
@@ -132,4 +150,5 @@ def add_stream_commands(subcommands: argparse._SubParsersAction) -> None:
     replay.set_defaults(handler=cmd_replay)
 
     status = subcommands.add_parser("status", help="tables, offsets, lag and the accounting of every message")
+    status.add_argument("--wait", type=float, default=0.0, help="wait up to N seconds for lag 0 before reporting")
     status.set_defaults(handler=cmd_status)
