@@ -24,37 +24,54 @@ from schemas.tables.spec import TableSpec
 from stream_workers.ledger import LedgerTable
 from stream_workers.rules import RULES
 
-Key = tuple
+Key = object  # the key value itself, or a tuple for composite keys
 _BRONZE_ONLY = [f.name for f in KAFKA_COORDINATES if f.name not in SILVER_BY_TOPIC["raw.trades"].columns.names]
 
 
+_PARTITION_BITS = 12  # partitions < 4096 share one int with the event time
+
+
 class DedupeState:
-    """Key → (event time µs, Kafka partition) of the silver row, for the last ``window`` of event time."""
+    """Key → event time µs of the silver row (and its Kafka partition), for the last ``window`` of event time.
+
+    Time and partition are packed into one int and single-column keys are stored bare: about 150 bytes
+    per key instead of 270 with tuples (measured: see README).
+    """
 
     def __init__(self, window: dt.timedelta) -> None:
         self.window_us = int(window.total_seconds() * 1_000_000)
-        self.latest: dict[Key, tuple[int, int]] = {}
+        self.latest: dict[Key, int] = {}
         self.newest_us = 0
 
     def __len__(self) -> int:
         return len(self.latest)
 
+    def event_us(self, key: Key) -> int | None:
+        packed = self.latest.get(key)
+        return None if packed is None else packed >> _PARTITION_BITS
+
     def load(self, keys: Iterable[Key], event_us: Iterable[int], partitions: Iterable[int]) -> None:
+        latest = self.latest
+        newest = self.newest_us
         for k, ts, p in zip(keys, event_us, partitions):
             if ts is None:
                 continue
-            held = self.latest.get(k)
-            if held is None or ts > held[0]:
-                self.latest[k] = (ts, p)
-            self.newest_us = max(self.newest_us, ts)
+            packed = (ts << _PARTITION_BITS) | p
+            held = latest.get(k)
+            if held is None or held >> _PARTITION_BITS < ts:
+                latest[k] = packed
+            if ts > newest:
+                newest = ts
+        self.newest_us = newest
 
     def forget(self, partitions: set[int]) -> None:
-        self.latest = {k: v for k, v in self.latest.items() if v[1] not in partitions}
+        mask = (1 << _PARTITION_BITS) - 1
+        self.latest = {k: v for k, v in self.latest.items() if v & mask not in partitions}
 
     def evict(self) -> None:
-        horizon = self.newest_us - self.window_us
-        if any(ts < horizon for ts, _ in self.latest.values()):
-            self.latest = {k: v for k, v in self.latest.items() if v[0] >= horizon}
+        horizon = (self.newest_us - self.window_us) << _PARTITION_BITS
+        if any(v < horizon for v in self.latest.values()):
+            self.latest = {k: v for k, v in self.latest.items() if v >= horizon}
 
 
 @dataclass
@@ -98,7 +115,7 @@ class SilverDeduper:
 
     def _keys(self, rows: pa.Table) -> list[Key]:
         if len(self.key) == 1:
-            return [(k,) for k in rows[self.key[0]].to_pylist()]
+            return rows[self.key[0]].to_pylist()
         columns = [rows[c].to_pylist() for c in self.key]
         return list(zip(*columns))
 
@@ -123,12 +140,12 @@ class SilverDeduper:
                 best[k] = i
         keep: list[int] = []
         corrected: list[Key] = []
-        latest = self.state.latest
+        state = self.state
         for k, i in best.items():
-            held = latest.get(k)
+            held = state.event_us(k)
             if held is None:
                 keep.append(i)
-            elif event_us[i] > held[0]:
+            elif event_us[i] > held:
                 keep.append(i)
                 corrected.append(k)
         keep.sort()
@@ -150,7 +167,7 @@ class SilverDeduper:
             days = sorted({d for d in pending.dates if d is not None})
             day_filter: BooleanExpression = In("trade_date", [d.isoformat() for d in days]) if days else None  # type: ignore[assignment]
             if len(key) == 1:
-                key_filter: BooleanExpression = In(key[0], [k[0] for k in pending.corrected_keys])
+                key_filter: BooleanExpression = In(key[0], list(pending.corrected_keys))
             else:
                 terms = [_and_all([EqualTo(c, _literal(v)) for c, v in zip(key, k)]) for k in pending.corrected_keys]
                 key_filter = terms[0] if len(terms) == 1 else Or(*terms)

@@ -75,8 +75,8 @@ def test_correction_replaces_only_its_key_in_the_table(offline_lake_settings) ->
 def test_state_window_evicts_old_keys() -> None:
     state = DedupeState(dt.timedelta(hours=1))
     hour = 3_600_000_000
-    state.load([("old",), ("new",)], [0, 2 * hour], [0, 0])
+    state.load(["old", "new"], [0, 2 * hour], [0, 0])
     state.evict()
-    assert list(state.latest) == [("new",)]
+    assert list(state.latest) == ["new"] and state.event_us("new") == 2 * hour
     state.forget({0})
     assert len(state) == 0
