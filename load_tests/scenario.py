@@ -54,7 +54,9 @@ class Sample:
     offered: int  # messages the schedule had released by t (= published for speed 0)
     published: int  # messages added to the raw topics since the start
     committed: dict[str, int]  # table -> messages of its topic it has recorded since the start
+    achieved: int  # messages every table of their topic has committed: Σ over topics of the slowest table
     lag: dict[str, int]  # table -> high watermark − recorded offset, summed over partitions
+    lag_total: int  # messages not yet in every table of their topic: Σ over topics of the worst table
     freshness_s: dict[str, float]  # table -> time lag, see the module docstring
     commit_latency_s: dict[str, float] = field(default_factory=dict)  # table -> mean over the interval
     commit_latency_p99_s: dict[str, float] = field(default_factory=dict)  # table -> p99 over the interval
@@ -81,17 +83,12 @@ def _stats(values: Iterable[float]) -> dict[str, float | None]:
     }
 
 
-def achieved(sample: Sample) -> int:
-    """Messages every table has committed (the slowest table decides)."""
-    return min(sample.committed.values(), default=0)
-
-
 def summarize(samples: list[Sample], replay_seconds: float | None, drained_at: float | None) -> dict:
     """The headline numbers of a run (the JSON report without its time series)."""
     times = [s.t for s in samples]
     offered_rates = _rates(times, [s.offered for s in samples])
     published_rates = _rates(times, [s.published for s in samples])
-    achieved_rates = _rates(times, [achieved(s) for s in samples])
+    achieved_rates = _rates(times, [s.achieved for s in samples])
     end = drained_at if drained_at is not None else (times[-1] if times else 0.0)
     last = samples[-1] if samples else None
     return {
@@ -100,14 +97,13 @@ def summarize(samples: list[Sample], replay_seconds: float | None, drained_at: f
         "drained": drained_at is not None,
         "drain_s": (drained_at - replay_seconds) if drained_at is not None and replay_seconds is not None else None,
         "messages": {"offered": last.offered if last else 0, "published": last.published if last else 0,
-                     "committed": dict(last.committed) if last else {}},  # fmt: skip
+                     "achieved": last.achieved if last else 0, "committed": dict(last.committed) if last else {}},  # fmt: skip
         "offered_msg_s": {"mean": (last.offered / replay_seconds) if last and replay_seconds else None,
                           "peak": max(offered_rates, default=0.0)},  # fmt: skip
         "published_msg_s": {"mean": (last.published / replay_seconds) if last and replay_seconds else None,
                             "peak": max(published_rates, default=0.0)},  # fmt: skip
-        "achieved_msg_s": {"mean": (achieved(last) / end) if last and end else None, "peak": max(achieved_rates, default=0.0)},
-        "lag": {"max": max((sum(s.lag.values()) for s in samples), default=0),
-                "final": sum(last.lag.values()) if last else None},  # fmt: skip
+        "achieved_msg_s": {"mean": (last.achieved / end) if last and end else None, "peak": max(achieved_rates, default=0.0)},
+        "lag": {"max": max((s.lag_total for s in samples), default=0), "final": last.lag_total if last else None},
         "freshness_s": _stats(max(s.freshness_s.values(), default=0.0) for s in samples),
         "commit_latency_s": _stats(v for s in samples for v in s.commit_latency_s.values()),
         "commit_latency_p99_s": _stats(v for s in samples for v in s.commit_latency_p99_s.values()),
@@ -133,22 +129,24 @@ def plot(title: str, samples: list[Sample], path: Path) -> None:
     tables = sorted({t for s in samples for t in s.committed})
     fig, axes = plt.subplots(4, 1, figsize=(11, 13), sharex=True)
     ax = axes[0]
-    ax.plot(times, _rates(times, [s.offered for s in samples]), label="offered", color="grey", linestyle="--")
+    ax.plot(times, _rates(times, [s.offered for s in samples]), label="offered (schedule)", color="grey", linestyle="--")
     ax.plot(times, _rates(times, [s.published for s in samples]), label="published (Kafka)")
-    ax.plot(times, _rates(times, [achieved(s) for s in samples]), label="achieved (all tables committed)")
+    ax.plot(times, _rates(times, [s.achieved for s in samples]), label="achieved (committed to every table)")
     ax.set_ylabel("msg/s")
     ax.set_title(f"{title}: offered vs achieved throughput")
     ax.legend(loc="upper right")
     for ax, key, label in ((axes[1], "lag", "lag (messages)"), (axes[2], "freshness_s", "freshness (s)")):
         for table in tables:
-            ax.plot(times, [getattr(s, key).get(table, np.nan) for s in samples], label=table)
+            ax.plot(times, [getattr(s, key).get(table, np.nan) for s in samples], label=table, marker=".", markersize=3)
         ax.set_ylabel(label)
         if tables:
             ax.legend(loc="upper right", fontsize="small")
     ax = axes[3]
     for table in tables:
-        line = ax.plot(times, [s.commit_latency_s.get(table, np.nan) for s in samples], label=f"{table} mean")[0]
-        ax.plot(times, [s.commit_latency_p99_s.get(table, np.nan) for s in samples], linestyle=":", color=line.get_color())
+        # A table only has a latency in the intervals it committed in: markers keep lone points visible.
+        line = ax.plot(times, [s.commit_latency_s.get(table, np.nan) for s in samples], label=f"{table} mean", marker="o", markersize=3)[0]
+        ax.plot(times, [s.commit_latency_p99_s.get(table, np.nan) for s in samples], linestyle=":", marker="x",
+                markersize=3, color=line.get_color())  # fmt: skip
     ax.set_ylabel("commit latency (s), dotted p99")
     ax.set_xlabel("seconds since the replay started")
     if any(s.commit_latency_s for s in samples):
@@ -414,8 +412,11 @@ def run(config: ScenarioConfig, settings: Settings) -> dict:
                     offered = int(np.searchsorted(schedule, t, side="right"))
                 else:
                     offered = published
-                sample = Sample(t=round(t, 3), offered=offered, published=published, committed=committed, lag=lag,
-                                freshness_s=freshness)  # fmt: skip
+                of_topic = {topic: [table for table in lake.tables if lake.tables[table] == topic] for topic in topics}
+                done = sum(min(committed[table] for table in of_topic[topic]) for topic in topics)
+                behind = sum(max(lag[table] for table in of_topic[topic]) for topic in topics)
+                sample = Sample(t=round(t, 3), offered=offered, published=published, committed=committed, achieved=done,
+                                lag=lag, lag_total=behind, freshness_s=freshness)  # fmt: skip
                 hist = scrape_commit_latency(config.metrics_urls)
                 if hist is not None:
                     for table, h in hist.items():
@@ -425,9 +426,8 @@ def run(config: ScenarioConfig, settings: Settings) -> dict:
                             sample.commit_latency_p99_s[table] = delta.quantile(0.99) or 0.0
                     previous_hist = hist
                 samples.append(sample)
-                done = min(committed.values(), default=0)
                 bar.update(max(0, min(done, total) - bar.n))
-                bar.set_postfix(published=published, lag=sum(lag.values()),
+                bar.set_postfix(published=published, lag=behind,
                                 fresh=f"{max(freshness.values(), default=0):.1f}s")  # fmt: skip
                 if replay_seconds is not None:
                     if replay.returncode != 0:

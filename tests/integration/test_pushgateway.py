@@ -41,8 +41,9 @@ def pushgateway() -> Iterator[str]:
         )
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
+    # Debian's build persists to /var/lib/prometheus/pushgateway.data by default: keep tests in memory.
     proc = subprocess.Popen(
-        [binary, f"--web.listen-address=127.0.0.1:{port}"],
+        [binary, f"--web.listen-address=127.0.0.1:{port}", "--persistence.file="],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -53,7 +54,7 @@ def pushgateway() -> Iterator[str]:
             if proc.poll() is not None:
                 pytest.fail(f"Pushgateway exited with {proc.returncode}: {proc.stderr.read()}", pytrace=False)
             try:
-                if requests.get(f"{url}/-/ready", timeout=1).ok:
+                if requests.get(f"{url}/-/ready", timeout=1).ok and proc.poll() is None:
                     break
             except requests.ConnectionError:
                 pass

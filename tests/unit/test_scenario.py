@@ -68,7 +68,9 @@ def _samples() -> list[Sample]:
                 offered=min(1000 * i, 8000),
                 published=published,
                 committed={"bronze.raw_trades": committed, "silver.trades": max(0, committed - 100)},
+                achieved=max(0, committed - 100),
                 lag={"bronze.raw_trades": published - committed, "silver.trades": published - committed + 100},
+                lag_total=published - committed + 100,
                 freshness_s={"bronze.raw_trades": 3.0, "silver.trades": 3.2 if i < 10 else 0.0},
                 commit_latency_s={"bronze.raw_trades": 0.2 + 0.01 * i},
                 commit_latency_p99_s={"bronze.raw_trades": 0.5},
@@ -83,7 +85,8 @@ def test_summary_and_report_files(tmp_path: Path) -> None:
     assert summary["messages"]["published"] == 8000
     assert summary["offered_msg_s"]["mean"] == 500.0 and summary["offered_msg_s"]["peak"] == 500.0
     assert summary["achieved_msg_s"]["mean"] == pytest.approx(6400 / 20.0)
-    assert summary["lag"] == {"max": 3100, "final": 3100}
+    assert summary["messages"]["achieved"] == 6400
+    assert summary["lag"] == {"max": 1600, "final": 1600}
     assert summary["freshness_s"]["p50"] == pytest.approx(3.2) and summary["freshness_s"]["max"] == 3.2
     assert summary["commit_latency_s"]["max"] == pytest.approx(0.3)
     assert summary["drained"] is False and summary["drain_s"] is None
