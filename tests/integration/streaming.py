@@ -65,12 +65,14 @@ def worker_env(settings: Settings, group: str) -> dict[str, str]:
 class WorkerProcess:
     """A ``ticklake worker`` subprocess, as the Procfile runs it."""
 
-    def __init__(self, settings: Settings, group: str, log_path: Path, engine: str = "faust") -> None:
+    def __init__(
+        self, settings: Settings, group: str, log_path: Path, engine: str = "faust", env: dict[str, str] | None = None
+    ) -> None:
         self.log_path = log_path
         self._log = open(log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "stream_workers.cli", "worker", "--engine", engine],
-            env=worker_env(settings, group),
+            env={**worker_env(settings, group), **(env or {})},
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
