@@ -111,7 +111,8 @@ def scd2_merge(current: pa.Table, incoming: pa.Table, dim: ReferenceDimension, e
     """Type 2: a changed key closes its current row at ``effective`` and opens a new version there.
 
     A file effective on the same day as the current version corrects that version in place (a
-    zero-length version would be meaningless). Keys absent from the file are left as they are.
+    zero-length version would be meaningless); a correction back to the previous version's values
+    removes the day's version and reopens the previous one. Keys absent from the file are left as they are.
     """
     rows = current.to_pylist()
     open_rows = {r[dim.key]: r for r in rows if r["is_current"]}
@@ -129,7 +130,14 @@ def scd2_merge(current: pa.Table, incoming: pa.Table, dim: ReferenceDimension, e
         elif effective < old["valid_from"]:
             raise _out_of_order(source, dim, key, effective, old["valid_from"])
         elif effective == old["valid_from"]:
-            old.update(values, source_file=source)
+            previous = next((r for r in rows if r[dim.key] == key and r["valid_to"] == effective), None)
+            if previous is not None and all(previous[a] == values[a] for a in dim.attributes):
+                # The correction undoes the day's change: the previous version simply continues.
+                rows.remove(old)
+                previous.update(valid_to=OPEN_END, is_current=True)
+                open_rows[key] = previous
+            else:
+                old.update(values, source_file=source)
             changed += 1
         else:
             old.update(valid_to=effective, is_current=False)

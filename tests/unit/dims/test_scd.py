@@ -164,3 +164,11 @@ def test_as_of_join_refuses_to_shadow_fact_columns() -> None:
     with pytest.raises(ValueError, match="pass a prefix"):
         as_of_join(facts, dim, "symbol", "trade_date", ["sector"])
     assert as_of_join(facts, dim, "symbol", "trade_date", ["sector"], prefix="symbol_").column("symbol_sector").to_pylist() == ["Technology"]
+
+
+def test_scd2_same_day_correction_back_to_the_old_values_reopens_the_old_version() -> None:
+    etf, program = file(TRADERS, ("TR0001", "Acme", "etf", "low")), file(TRADERS, ("TR0001", "Acme", "program", "low"))
+    table = apply(TRADERS, (D1, etf), (D2, program), (D2, etf))
+    assert [(r["desk"], r["valid_from"], r["valid_to"], r["is_current"]) for r in table.to_pylist()] == [
+        ("etf", D1, OPEN_END, True)
+    ]
