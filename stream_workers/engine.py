@@ -8,6 +8,7 @@ only after Iceberg commits, so that lag is visible to ordinary Kafka tooling.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from dataclasses import dataclass, field
@@ -82,6 +83,7 @@ class StreamWorker:
                 on_dead_letters=self._publish_dead_letters,
             )
         self._buffers: dict[str, RawMessages] = {t: RawMessages(t) for t in topics}
+        self._flusher = _Flusher(lambda topic, buf: self.pipelines[topic].flush(buf))
         self._first_at: dict[str, float] = {}
         self.consumer = Consumer(
             {
@@ -108,6 +110,7 @@ class StreamWorker:
         self.consumer.subscribe(list(self.topics), on_assign=self._on_assign, on_revoke=self._on_revoke)
         try:
             while not self._stop.is_set():
+                self._collect()
                 batch = self.consumer.consume(num_messages=CONSUME_BATCH, timeout=0.2)
                 now = time.monotonic()
                 for msg in batch:
@@ -132,17 +135,21 @@ class StreamWorker:
                         len(buf) >= self.settings.max_batch_rows
                         or now - self._first_at[topic] >= self.settings.commit_interval_s
                     ):
-                        self._flush(topic)
+                        self._submit(topic)
             for topic in self.topics:  # graceful stop: commit what we hold
-                self._flush(topic)
+                self._submit(topic)
+            self._flusher.drain()
+            self._collect(reseek=False)
         finally:
+            self._flusher.close()
             self.consumer.close()
             self._dlq.flush(10)
         return self.stats
 
     # -- flushing --------------------------------------------------------------------------
 
-    def _flush(self, topic: str, partitions: set[int] | None = None) -> None:
+    def _submit(self, topic: str, partitions: set[int] | None = None) -> None:
+        """Hand the buffered batch of ``topic`` (or of some partitions) to the flusher thread."""
         buf = self._buffers[topic]
         if not len(buf):
             return
@@ -151,16 +158,34 @@ class StreamWorker:
         else:
             keep = RawMessages(topic)
         self._buffers[topic] = keep
-        pipeline = self.pipelines[topic]
-        try:
-            result = pipeline.flush(buf)
-        except OffsetMismatch as exc:
-            self.stats.mismatches += 1
-            log.warning("%s", exc)
-            if self.metrics is not None:
-                self.metrics.commit_failed(exc.table)
-            self._reseek(topic, sorted(set(buf.partitions)))
-            return
+        if len(buf):
+            self._flusher.submit(topic, buf)
+
+    def _collect(self, reseek: bool = True) -> None:
+        """Handle finished flushes. After an offset mismatch, wait for every flush in flight first: the
+        table state is reloaded only when no other thread touches it, so no stale batch can follow."""
+        mismatched: dict[str, set[int]] = {}
+        while True:
+            for topic, buf, outcome in self._flusher.finished():
+                if isinstance(outcome, OffsetMismatch):
+                    self.stats.mismatches += 1
+                    log.warning("%s", outcome)
+                    if self.metrics is not None:
+                        self.metrics.commit_failed(outcome.table)
+                    mismatched.setdefault(topic, set()).update(buf.partitions)
+                elif isinstance(outcome, BaseException):
+                    raise RuntimeError(f"flushing {topic} failed") from outcome
+                else:
+                    self._flushed(outcome)
+            if not mismatched or self._flusher.idle():
+                break
+            self._flusher.drain()
+        if reseek:
+            for topic, parts in mismatched.items():
+                self._reseek(topic, sorted(parts))
+
+    def _flushed(self, result: FlushResult) -> None:
+        pipeline = self.pipelines[result.topic]
         self.stats.flushed_messages += result.messages
         self.stats.commits += len(result.commits)
         if self._keep_results:
@@ -175,7 +200,7 @@ class StreamWorker:
         if self._on_flush is not None:
             self._on_flush(result)
         # Group offsets follow the tables (lag visibility only; never read back).
-        positions = [TopicPartition(topic, p, o) for p, o in self._group_positions(pipeline).items()]
+        positions = [TopicPartition(result.topic, p, o) for p, o in self._group_positions(pipeline).items()]
         if positions:
             try:
                 self.consumer.commit(offsets=positions, asynchronous=True)
@@ -226,8 +251,9 @@ class StreamWorker:
         """After an offset mismatch: reload what the tables recorded and read again from there."""
         pipeline = self.pipelines[topic]
         pipeline.forget(partitions)
-        positions = pipeline.assign(partitions)
         self._buffers[topic] = _split(self._buffers[topic], set(partitions))[1]
+        owned = {tp.partition for tp in self.consumer.assignment() if tp.topic == topic}
+        positions = pipeline.assign([p for p in partitions if p in owned])
         for p, offset in positions.items():
             try:
                 self.consumer.seek(TopicPartition(topic, p, OFFSET_BEGINNING if offset is None else offset))
@@ -237,6 +263,8 @@ class StreamWorker:
     # -- rebalance callbacks ---------------------------------------------------------------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._flusher.drain()  # table state is reloaded below: nothing may be committing meanwhile
+        self._collect(reseek=False)
         by_topic: dict[str, list[int]] = {}
         for tp in partitions:
             by_topic.setdefault(tp.topic, []).append(tp.partition)
@@ -252,7 +280,10 @@ class StreamWorker:
         for tp in partitions:
             by_topic.setdefault(tp.topic, set()).add(tp.partition)
         for topic, parts in by_topic.items():
-            self._flush(topic, parts)  # best effort: a mismatch here just drops the batch
+            self._submit(topic, parts)  # best effort: commit what we hold before letting go
+        self._flusher.drain()
+        self._collect(reseek=False)  # a mismatch here just drops the batch: the partition is leaving
+        for topic, parts in by_topic.items():
             self.pipelines[topic].forget(parts)
             if self.metrics is not None:
                 for p in parts:
@@ -276,6 +307,57 @@ class StreamWorker:
                 },
             )
         self._dlq.poll(0)
+
+
+class _Flusher:
+    """Flushes batches on one background thread, in submission order.
+
+    Decoding (polars), Parquet writing (Arrow) and catalog I/O release the GIL for much of their time, so
+    the next batch is consumed while this one commits. At most one batch waits while one is in flight.
+    """
+
+    def __init__(self, flush: Callable[[str, RawMessages], FlushResult]) -> None:
+        self._flush = flush
+        self._jobs: queue.Queue[tuple[str, RawMessages] | None] = queue.Queue(maxsize=1)
+        self._done: queue.Queue[tuple[str, RawMessages, FlushResult | BaseException]] = queue.Queue()
+        self._thread = threading.Thread(target=self._loop, name="flusher", daemon=True)
+        self._thread.start()
+
+    def submit(self, topic: str, buf: RawMessages) -> None:
+        self._jobs.put((topic, buf))
+
+    def drain(self) -> None:
+        """Wait until every submitted batch is flushed (its outcome is then in ``finished()``)."""
+        self._jobs.join()
+
+    def idle(self) -> bool:
+        return self._jobs.unfinished_tasks == 0
+
+    def finished(self) -> list[tuple[str, RawMessages, FlushResult | BaseException]]:
+        out = []
+        while True:
+            try:
+                out.append(self._done.get_nowait())
+            except queue.Empty:
+                return out
+
+    def close(self) -> None:
+        self._jobs.put(None)
+        self._thread.join(60)
+
+    def _loop(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                self._jobs.task_done()
+                return
+            topic, buf = job
+            try:
+                outcome: FlushResult | BaseException = self._flush(topic, buf)
+            except BaseException as exc:  # handed to the consumer thread, which decides
+                outcome = exc
+            self._done.put((topic, buf, outcome))
+            self._jobs.task_done()
 
 
 def _split(buf: RawMessages, partitions: set[int]) -> tuple[RawMessages, RawMessages]:
