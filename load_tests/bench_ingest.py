@@ -30,7 +30,7 @@ from schemas.topics import RAW_TRADES
 from schemas.wire import LocalSchemas, frame
 from stream_workers import broker
 from stream_workers.decode import BatchDecoder, RawMessages
-from stream_workers.engine import StreamWorker
+from stream_workers.engine import StreamWorker, tune_gc_for_batches
 
 
 def produce_trades(bootstrap: str, n: int, seed: int = 1) -> float:
@@ -131,6 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-rows", type=int, default=250_000, help="TICKLAKE_MAX_BATCH_ROWS for the run")
     parser.add_argument("--commit-interval", type=float, default=5.0, help="TICKLAKE_COMMIT_INTERVAL_S for the run")
     args = parser.parse_args(argv)
+    tune_gc_for_batches()  # as `ticklake worker` does; the bare pipeline runs under the same setting
 
     base = Settings.from_env()
     config = None

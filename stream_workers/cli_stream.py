@@ -21,6 +21,9 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     # Under a process manager the broker may still be starting: wait, then make sure the topics exist.
     wait_ready(settings.kafka_bootstrap_servers, timeout=args.wait_broker)
     create_topics(settings.kafka_bootstrap_servers, default_topics(), partitions=settings.topic_partitions)
+    from stream_workers.engine import tune_gc_for_batches
+
+    tune_gc_for_batches()
     if args.engine == "plain":
         import signal
 
