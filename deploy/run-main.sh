@@ -35,6 +35,6 @@ for day in $days; do
   dagster asset materialize -m control_plane.definitions --select 'tag:layer=gold' --partition "$day" >/dev/null 2>.lake/gold-$day.log \
     || { echo "gold for $day failed; see .lake/gold-$day.log"; exit 1; }
 done
-python -m control_plane.show_gold $days
+python -m control_plane.report $days
 echo
 echo "Done. Dagster UI: DAGSTER_HOME=$DAGSTER_HOME dagster dev -w control_plane/workspace.yaml  (http://127.0.0.1:3000)"
