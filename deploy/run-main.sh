@@ -21,7 +21,7 @@ worker=$!
 trap 'kill $worker 2>/dev/null; wait $worker 2>/dev/null || true' EXIT
 
 ticklake replay --count "$trades" --start "$start" --end "$end" \
-  --duplicates 0.05 --corrections 0.01 --late 0.02 --bad 0.01 --seed "${REPLAY_SEED:-7}"
+  --duplicates 0.05 --corrections 0.01 --late 0.02 --bad 0.01 --invalid 0.005 --seed "${REPLAY_SEED:-7}"
 ticklake status --wait 600
 
 days=$(python - "$start" "$end" <<'PY'

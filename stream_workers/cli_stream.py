@@ -89,6 +89,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
         records,
         rate=args.rate,
         bad=args.bad,
+        invalid=args.invalid,
         seed=args.seed,
         schema_version=args.schema_version,
         progress_total=total,
@@ -144,6 +145,8 @@ def add_stream_commands(subcommands: argparse._SubParsersAction) -> None:
     replay.add_argument("--corrections", type=_fraction, default=0.0, help="fraction of trades corrected later")
     replay.add_argument("--late", type=_fraction, default=0.0, help="fraction of trades arriving up to 2 h late")
     replay.add_argument("--bad", type=_fraction, default=0.0, help="fraction of messages made undecodable")
+    replay.add_argument("--invalid", type=_fraction, default=0.0,
+                        help="fraction of messages that decode but break a silver rule (go to silver.rejects)")
     replay.add_argument("--start", type=_date, default=dt.date(2024, 1, 2), help="first trading day (YYYY-MM-DD)")
     replay.add_argument("--end", type=_date, default=None, help="last trading day (default: --start)")
     replay.add_argument("--schema-version", type=int, choices=(1, 2), default=1, help="trade schema version to publish")

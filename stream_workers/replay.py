@@ -16,7 +16,7 @@ from confluent_kafka import Producer
 
 from schemas.avro import CURRENT_CONTRACT, TRADE_V2, AvroContract
 from schemas.settings import Settings
-from schemas.topics import RAW_TRADES
+from schemas.topics import RAW_ORDERBOOK, RAW_TRADES
 from schemas.wire import encode, frame, schema_lookup
 
 
@@ -24,11 +24,13 @@ from schemas.wire import encode, frame, schema_lookup
 class ReplaySummary:
     produced: Counter = field(default_factory=Counter)  # topic -> messages
     bad: Counter = field(default_factory=Counter)  # topic -> of which undecodable
+    invalid: Counter = field(default_factory=Counter)  # topic -> of which break a silver rule
     seconds: float = 0.0
 
     def lines(self) -> list[str]:
         out = [
-            f"{topic:<16} {n:>10,d} messages ({self.bad[topic]:,d} bad)" for topic, n in sorted(self.produced.items())
+            f"{topic:<16} {n:>10,d} messages ({self.bad[topic]:,d} undecodable, {self.invalid[topic]:,d} breaking a silver rule)"
+            for topic, n in sorted(self.produced.items())
         ]
         total = sum(self.produced.values())
         rate = total / self.seconds if self.seconds else 0.0
@@ -47,17 +49,36 @@ def _corrupt(rng: random.Random, payload: bytes) -> bytes:
     return payload[:5] + bytes(rng.randrange(256) for _ in range(rng.randrange(1, 40)))  # garbage body
 
 
+def _break_rule(topic: str, record: dict) -> dict:
+    """A decodable record that a silver cleaning rule rejects (exercises silver.rejects)."""
+    broken = dict(record)
+    if topic == RAW_TRADES:
+        broken["trade_id"] = None
+    elif topic == RAW_ORDERBOOK:
+        broken["best_bid"], broken["best_ask"] = record["best_ask"], record["best_bid"]  # crossed book
+        if broken["best_bid"] is not None and broken["best_bid"] == broken["best_ask"]:
+            broken["best_bid"] += 0.01
+    else:
+        broken["high"] = record["low"] - 1.0  # high below low
+    return broken
+
+
 def publish(
     settings: Settings,
     records: Iterable[tuple[str, dict]],
     rate: float = 0.0,
     bad: float = 0.0,
+    invalid: float = 0.0,
     seed: int = 7,
     schema_version: int = 1,
     progress_total: int | None = None,
     show_progress: bool = True,
 ) -> ReplaySummary:
-    """Publish (topic, record) pairs; ``rate`` in messages/s (0 = as fast as possible)."""
+    """Publish (topic, record) pairs; ``rate`` in messages/s (0 = as fast as possible).
+
+    ``bad``: fraction made undecodable (dead letters); ``invalid``: fraction that decodes but breaks a
+    silver rule (rejects). The two never hit the same message twice: a corrupted message stays corrupt.
+    """
     lookup = schema_lookup(settings.schema_registry_url)
     contracts: dict[str, AvroContract] = dict(CURRENT_CONTRACT)
     if schema_version == 2:
@@ -82,6 +103,9 @@ def publish(
         bar = tqdm(total=progress_total, unit="msg", mininterval=0.5)
     started = time.perf_counter()
     for n, (topic, record) in enumerate(records, 1):
+        if invalid and rng.random() < invalid:
+            record = _break_rule(topic, record)
+            summary.invalid[topic] += 1
         payload = encode(ids[topic], contracts[topic].parsed, record)
         if bad and rng.random() < bad:
             payload = _corrupt(rng, payload)

@@ -108,7 +108,7 @@ def test_kill9_at_random_moments_bronze_and_silver_exact(topics, lake_settings, 
                              max_lateness=dt.timedelta(hours=2))
     result = {}
     producer = threading.Thread(
-        target=lambda: result.setdefault("s", publish(lake_settings, generate(config), rate=12_000, bad=0.01, show_progress=False))
+        target=lambda: result.setdefault("s", publish(lake_settings, generate(config), rate=12_000, bad=0.01, invalid=0.005, show_progress=False))
     )
     producer.start()
     rng = random.Random(99)
@@ -130,6 +130,8 @@ def test_kill9_at_random_moments_bronze_and_silver_exact(topics, lake_settings, 
     _assert_bronze_exact(lake_settings, summary)
     _assert_silver_exact(lake_settings)
     assert status.balanced, "\n".join(status.lines())
+    rejects = read(lake_settings, "silver.rejects", ("source_topic", "rule"))
+    assert rejects.num_rows > 0 and set(rejects["rule"].to_pylist()) >= {"trade_id_null", "crossed_book"}
     assert "committed" in WorkerProcess.log(worker)  # the workers really did commit in between
 
 
