@@ -9,29 +9,29 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping, TypeVar
+
+T = TypeVar("T", int, float)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def _int(env: Mapping[str, str], key: str, default: int) -> int:
+def _number(env: Mapping[str, str], key: str, default: T, cast: Callable[[str], T]) -> T:
     raw = env.get(key)
     if raw in (None, ""):
         return default
     try:
-        return int(raw)
+        return cast(raw)  # type: ignore[arg-type]
     except ValueError as exc:
-        raise ValueError(f"{key} must be an integer, got {raw!r}") from exc
+        raise ValueError(f"{key} must be {'an integer' if cast is int else 'a number'}, got {raw!r}") from exc
+
+
+def _int(env: Mapping[str, str], key: str, default: int) -> int:
+    return _number(env, key, default, int)
 
 
 def _float(env: Mapping[str, str], key: str, default: float) -> float:
-    raw = env.get(key)
-    if raw in (None, ""):
-        return default
-    try:
-        return float(raw)
-    except ValueError as exc:
-        raise ValueError(f"{key} must be a number, got {raw!r}") from exc
+    return _number(env, key, default, float)
 
 
 @dataclass(frozen=True)

@@ -100,11 +100,10 @@ def _coordinates(spec: TableSpec, catalog: Catalog, topic_column: str | None = N
     table = ensure_table(catalog, spec)
     if table.current_snapshot() is None:
         return pa.table({"kafka_partition": pa.array([], pa.int32()), "kafka_offset": pa.array([], pa.int64())})
-    row_filter = EqualTo(topic_column, topic) if topic_column else None
-    scan = table.scan(row_filter=row_filter, selected_fields=("kafka_partition", "kafka_offset")) if row_filter else table.scan(
-        selected_fields=("kafka_partition", "kafka_offset")
-    )
-    return scan.to_arrow()
+    columns = ("kafka_partition", "kafka_offset")
+    if topic_column:
+        return table.scan(row_filter=EqualTo(topic_column, topic), selected_fields=columns).to_arrow()
+    return table.scan(selected_fields=columns).to_arrow()
 
 
 def _table_status(catalog: Catalog, spec: TableSpec, topic: str | None, highs: dict[int, int] | None) -> TableStatus:
@@ -122,7 +121,6 @@ def _table_status(catalog: Catalog, spec: TableSpec, topic: str | None, highs: d
 
 def lake_status(catalog: Catalog, high_watermarks: dict[str, dict[int, int]] | None = None) -> LakeStatus:
     status = LakeStatus()
-    dead = _coordinates(DEAD_LETTERS, catalog)
     for topic in RAW_TOPICS:
         highs = None if high_watermarks is None else high_watermarks.get(topic)
         bronze_spec, silver_spec = BRONZE_BY_TOPIC[topic], SILVER_BY_TOPIC[topic]
@@ -130,7 +128,7 @@ def lake_status(catalog: Catalog, high_watermarks: dict[str, dict[int, int]] | N
         silver_status = _table_status(catalog, silver_spec, topic, highs)
         status.tables += [bronze_status, silver_status]
         bronze_rows = _coordinates(bronze_spec, catalog)
-        dead_rows = _coordinates(DEAD_LETTERS, catalog, "source_topic", topic) if dead.num_rows else dead
+        dead_rows = _coordinates(DEAD_LETTERS, catalog, "source_topic", topic)
         reject_rows = _coordinates(SILVER_REJECTS, catalog, "source_topic", topic)
         silver_offsets = silver_status.offsets
         status.accounts.append(
