@@ -130,6 +130,11 @@ def test_kill9_at_random_moments_bronze_and_silver_exact(topics, lake_settings, 
     _assert_bronze_exact(lake_settings, summary)
     _assert_silver_exact(lake_settings)
     assert status.balanced, "\n".join(status.lines())
+    # Dead letters are mirrored to dlq.<topic> at least once (the Iceberg table is the exact ledger).
+    from stream_workers.broker import high_watermarks
+
+    for topic in BRONZE:
+        assert sum(high_watermarks(lake_settings.kafka_bootstrap_servers, f"dlq.{topic}").values()) >= summary.bad[topic]
     rejects = read(lake_settings, "silver.rejects", ("source_topic", "rule"))
     assert rejects.num_rows > 0 and set(rejects["rule"].to_pylist()) >= {"trade_id_null", "crossed_book"}
     assert "committed" in WorkerProcess.log(worker)  # the workers really did commit in between
