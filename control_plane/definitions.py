@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import importlib
+from typing import Mapping
 
 from dagster import Definitions
+
+from control_plane.resources import LakeResource
 
 # Each module exports ``defs: Definitions``; a module not written yet is simply absent.
 _MODULES = (
@@ -32,4 +35,9 @@ def _collect() -> list[Definitions]:
     return found
 
 
-defs = Definitions.merge(*_collect())
+def build_definitions(resources: Mapping[str, object]) -> Definitions:
+    """All modules' definitions with ``resources`` bound once, here (modules only name the keys they use)."""
+    return Definitions.merge(*_collect(), Definitions(resources=dict(resources)))
+
+
+defs = build_definitions({"lake": LakeResource()})

@@ -17,6 +17,8 @@ class LakeResource(ConfigurableResource):
     catalog_uri: str = ""
     warehouse: str = ""
     kafka_bootstrap_servers: str = ""
+    # How long an observation waits for Kafka before reporting the lag as unavailable.
+    kafka_timeout_s: float = 2.0
 
     def settings(self) -> Settings:
         base = Settings.from_env()
