@@ -371,8 +371,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="cli: broker + ticklake worker + ticklake replay; synthetic: ledger writer, no Kafka")
     parser.add_argument("--engine", choices=("plain", "faust"), default="plain", help="ticklake worker --engine")
     parser.add_argument("--commit-interval", type=float, default=2.0, help="TICKLAKE_COMMIT_INTERVAL_S for the workers")
-    parser.add_argument("--compact-every-minutes", type=float, default=10.0,
-                        help="compaction cadence (the schedule is hourly; 10 gives a 30-min soak three runs)")
+    parser.add_argument("--compact-every-minutes", type=float, default=8.0,
+                        help="compaction cadence (the schedule is hourly; 8 gives a 30-min soak three runs)")
     parser.add_argument("--expire-every-minutes", type=float, default=15.0, help="expiry job cadence (as scheduled)")
     parser.add_argument("--target-mb", type=int, default=128, help="compaction target file size")
     parser.add_argument("--bootstrap", help="use this running broker instead of starting a private one")
