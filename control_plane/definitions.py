@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from typing import Mapping
 
-from dagster import Definitions
+from dagster import Definitions, in_process_executor
 
 from control_plane.resources import LakeResource
 
@@ -36,8 +36,13 @@ def _collect() -> list[Definitions]:
 
 
 def build_definitions(resources: Mapping[str, object]) -> Definitions:
-    """All modules' definitions with ``resources`` bound once, here (modules only name the keys they use)."""
-    return Definitions.merge(*_collect(), Definitions(resources=dict(resources)))
+    """All modules' definitions with ``resources`` bound once, here (modules only name the keys they use).
+
+    Runs execute their steps in the run's own process: on a 2-core machine a process per step (Dagster's
+    default) costs more in start-up than it gains in parallelism; runs still run side by side, within
+    the queue and pool limits of dagster.yaml.
+    """
+    return Definitions.merge(*_collect(), Definitions(resources=dict(resources), executor=in_process_executor))
 
 
 defs = build_definitions({"lake": LakeResource()})

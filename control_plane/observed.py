@@ -3,8 +3,9 @@ watches them.
 
 Each observation records the Iceberg snapshot id as the asset's data version (so everything downstream
 shows as stale when the stream commits), plus rows, files, the Kafka offsets the table recorded, its lag
-behind the topic high watermarks and the newest event time. The default automation sensor observes them
-every minute (``OBSERVE_CRON``); silver also gets a freshness check at every observation.
+behind the topic high watermarks and the newest event time. An automation sensor observes them
+every minute (``OBSERVE_CRON``, through ``observe_streaming_tables_sensor``); silver also gets a freshness
+check at every observation.
 """
 
 import datetime as dt
@@ -17,6 +18,9 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     AssetKey,
+    AssetSelection,
+    AutomationConditionSensorDefinition,
+    DefaultSensorStatus,
     AssetSpec,
     AutomationCondition,
     DataVersion,
@@ -200,4 +204,14 @@ def observe_streaming_tables(context: AssetExecutionContext, lake: LakeResource)
         )
 
 
-defs = Definitions(assets=[observe_streaming_tables])
+# Runs the observations (their automation condition is a cron tick); on by default, unlike Dagster's
+# default automation sensor, so a fresh deployment observes without anyone flipping a switch.
+observe_streaming_tables_sensor = AutomationConditionSensorDefinition(
+    "observe_streaming_tables_sensor",
+    target=AssetSelection.assets(*STREAMING_KEYS),
+    default_status=DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    description=f"Observe the six streaming tables on the cron {OBSERVE_CRON!r}.",
+)
+
+defs = Definitions(assets=[observe_streaming_tables], sensors=[observe_streaming_tables_sensor])
