@@ -1,0 +1,133 @@
+"""End to end: the Dagster webserver and daemon start on a small lake and the asset graph renders in Chromium.
+
+Screenshots land in ``reports/e2e/`` (override with TICKLAKE_E2E_REPORTS). Needs the Debian ``chromium``
+package (deploy/apt-packages.txt); skipped when it is not installed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import requests
+
+from schemas.tables.silver import SILVER_ORDERBOOK, SILVER_TRADES
+from tests.unit.control_plane import gold_days as g
+from tests.unit.control_plane.lakes import NO_BROKER, append, make_lake
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+CHROMIUM_FLAGS = (
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+)
+GOLD_ASSETS = ("daily_trading_summary", "trader_performance", "market_overview", "portfolio_positions")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def graphql(url: str, query: str) -> dict:
+    response = requests.post(f"{url}/graphql", json={"query": query}, timeout=30)
+    response.raise_for_status()
+    return response.json()["data"]
+
+
+def wait_for(what: str, probe, timeout_s: float) -> object:
+    deadline = time.monotonic() + timeout_s
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = probe()
+            if value:
+                return value
+        except (requests.RequestException, KeyError, TypeError) as exc:
+            last = exc
+        time.sleep(1)
+    raise TimeoutError(f"{what} not ready after {timeout_s:.0f}s (last error: {last})")
+
+
+@pytest.fixture
+def dagster_ui(tmp_path: Path) -> Iterator[str]:
+    """Webserver + daemon exactly as the Procfile starts them, on a lake holding the two sample days."""
+    lake = make_lake(tmp_path)
+    append(lake, SILVER_TRADES, g.silver_trades())
+    append(lake, SILVER_ORDERBOOK, g.silver_books())
+    env = {key: value for key, value in os.environ.items() if key != "DAGSTER_HOME"}
+    env.update({"TICKLAKE_LAKE_DIR": str(tmp_path / "lake"), "KAFKA_BOOTSTRAP_SERVERS": NO_BROKER})
+    home = subprocess.run(
+        [sys.executable, "-m", "control_plane.home"], env=env, cwd=REPO, check=True, capture_output=True, text=True
+    ).stdout.strip()
+    env["DAGSTER_HOME"] = home
+    port = free_port()
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    commands = {
+        "webserver": [str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), "-w", "control_plane/workspace.yaml"],
+        "daemon": [str(BIN / "dagster-daemon"), "run", "-w", "control_plane/workspace.yaml"],
+    }
+    processes = []
+    try:
+        for name, command in commands.items():
+            out = open(logs / f"{name}.log", "w")
+            processes.append(subprocess.Popen(command, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+                                              start_new_session=True))
+        url = f"http://127.0.0.1:{port}"
+        wait_for("webserver", lambda: requests.get(f"{url}/server_info", timeout=5).ok, 180)
+        wait_for(
+            "code location",
+            lambda: len(graphql(url, '{ assetNodes { assetKey { path } } }')["assetNodes"]) >= 11,
+            180,
+        )
+        yield url
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+
+
+def chromium(*args: str, profile: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [shutil.which("chromium") or "chromium", *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
+         "--window-size=1600,1000", "--virtual-time-budget=30000", *args],
+        capture_output=True, text=True, timeout=180,
+    )
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs the Debian chromium package")
+def test_asset_graph_renders_in_headless_chromium(dagster_ui: str, tmp_path: Path) -> None:
+    reports = Path(os.environ.get("TICKLAKE_E2E_REPORTS", REPO / "reports" / "e2e"))
+    reports.mkdir(parents=True, exist_ok=True)
+    # The webserver greets a first local visitor with a newsletter dialog; mark it seen, as a user would.
+    graphql(dagster_ui, "mutation { setNuxSeen }")
+    daemons = graphql(dagster_ui, "{ instance { daemonHealth { allDaemonStatuses { daemonType healthy } } } }")
+    assert daemons["instance"]["daemonHealth"]["allDaemonStatuses"], "the daemon reports no status"
+
+    gold_page = f"{dagster_ui}/locations/ticklake/asset-groups/gold"
+    dom = chromium("--dump-dom", gold_page, profile=tmp_path / "chrome-dom").stdout
+    for name in GOLD_ASSETS:
+        assert name in dom, f"{name} missing from the rendered gold asset graph"
+
+    for page, shot in ((gold_page, "dagster_gold_asset_graph.png"), (f"{dagster_ui}/asset-groups", "dagster_asset_lineage.png")):
+        target = reports / shot
+        target.unlink(missing_ok=True)
+        result = chromium(f"--screenshot={target}", page, profile=tmp_path / f"chrome-{shot}")
+        assert target.exists() and target.stat().st_size > 20_000, result.stderr[-2000:]
