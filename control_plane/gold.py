@@ -99,6 +99,7 @@ def _all_positive(rows: pa.Table, columns: tuple[str, ...]) -> tuple[bool, dict[
     retry_policy=SILVER_RETRY,
     pool=SILVER_POOL,
     metadata={"table": TRADER_ACTIVITY.name},
+    tags={"layer": "silver"},
 )
 def trader_activity(context: AssetExecutionContext, lake: LakeResource) -> MaterializeResult:
     started, day = time.monotonic(), context.partition_key
@@ -306,8 +307,9 @@ def trader_performance_and_positions(context: AssetExecutionContext, lake: LakeR
     yield AssetCheckResult(asset_key=POSITIONS_KEY, check_name="prices_positive", passed=prices_ok)
 
 
+# Every gold asset: due by 19:00 New York on weekdays, selectable as ``tag:layer=gold``.
 GOLD_ASSETS = map_asset_specs(
-    lambda spec: spec.replace_attributes(freshness_policy=GOLD_FRESHNESS),
+    lambda spec: spec.replace_attributes(freshness_policy=GOLD_FRESHNESS).merge_attributes(tags={"layer": "gold"}),
     [daily_trading_summary, market_overview, trader_performance_and_positions],
 )
 

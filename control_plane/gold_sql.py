@@ -33,7 +33,8 @@ QTY = "DECIMAL(18,6)"  # prices and quantities: cents and fractional shares fit 
 TOP_MOVERS = 5
 
 
-def _connect(**tables: pa.Table) -> duckdb.DuckDBPyConnection:
+def connect(**tables: pa.Table) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection set up as the gold SQL expects, with ``tables`` registered under their names."""
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")  # date_trunc on TIMESTAMPTZ follows the session zone
     for name, table in tables.items():
@@ -48,7 +49,11 @@ def _shaped(con: duckdb.DuckDBPyConnection, sql: str, spec: TableSpec) -> pa.Tab
 
 def trader_activity(trades: pa.Table) -> pa.Table:
     """silver.trader_activity rows of ``trades``: one per (trade_date, trader_id, hour_start)."""
-    con = _connect(trades=trades)
+    return trader_activity_on(connect(trades=trades))
+
+
+def trader_activity_on(con: duckdb.DuckDBPyConnection) -> pa.Table:
+    """The trader-activity SQL over whatever relation ``trades`` names in ``con`` (Arrow or Parquet)."""
     return _shaped(
         con,
         f"""
@@ -72,7 +77,11 @@ def daily_trading_summary(trades: pa.Table, books: pa.Table) -> pa.Table:
     VWAP = sum(price * quantity) / sum(quantity), avg_spread = mean(best_ask - best_bid) over the day's
     snapshots of the symbol that quote both sides (NULL when there are none).
     """
-    con = _connect(trades=trades, books=books)
+    return daily_trading_summary_on(connect(trades=trades, books=books))
+
+
+def daily_trading_summary_on(con: duckdb.DuckDBPyConnection) -> pa.Table:
+    """The summary SQL over the relations ``trades`` and ``books`` of ``con``."""
     return _shaped(
         con,
         f"""
@@ -112,7 +121,11 @@ def market_overview(summary: pa.Table) -> pa.Table:
     A symbol advances when close > open; gainers/losers are ranked by (close - open) / open in percent,
     gainers only among advancers and losers only among decliners, ``symbol`` breaking ties.
     """
-    con = _connect(summary=summary)
+    return market_overview_on(connect(summary=summary))
+
+
+def market_overview_on(con: duckdb.DuckDBPyConnection) -> pa.Table:
+    """The overview SQL over the relation ``summary`` of ``con``."""
     return _shaped(
         con,
         f"""
@@ -269,7 +282,11 @@ def average_cost_day(trades: pa.Table, seed: pa.Table, day: str) -> AverageCostD
     normally gold.portfolio_positions of the previous day. Performance covers only trades dated ``day``;
     positions are the state after the last trade.
     """
-    con = _connect(trades=trades, seed=seed.select(list(SEED_COLUMNS)))
+    return average_cost_day_on(connect(trades=trades, seed=seed.select(list(SEED_COLUMNS))), day)
+
+
+def average_cost_day_on(con: duckdb.DuckDBPyConnection, day: str) -> AverageCostDay:
+    """The average-cost replay over the relations ``trades`` and ``seed`` of ``con``."""
     con.execute(_LEDGER_SQL)
     performance = con.sql(_PERFORMANCE_SQL, params={"day": day}).to_arrow_table()
     positions = con.sql(_POSITIONS_SQL, params={"day": day}).to_arrow_table()

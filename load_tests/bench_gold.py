@@ -1,0 +1,216 @@
+"""Benchmark: one gold trading day built by Dagster on Iceberg vs the same SQL by DuckDB on the Parquet files.
+
+    python -m load_tests.bench_gold                  # 5,000,000 trades on 2024-01-02, in a temporary lake
+    python -m load_tests.bench_gold --trades 1000000 --lake /tmp/bench-lake --keep
+
+Left column: ``gold_job`` for the day, run in process exactly as the daemon runs it (silver quality checks,
+silver.trader_activity, the four gold tables: pyiceberg scans -> Arrow -> DuckDB -> partition overwrite,
+read-back checks). Right column: the same gold SQL (``control_plane.gold_sql``) by DuckDB reading the
+day's silver Parquet files directly, results left in memory (no Iceberg, no Dagster, no checks).
+Silver is written first through the same table specs (not timed), in batches like the stream's commits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+NEW_YORK_OPEN_UTC = dt.time(14, 30)  # 09:30 New York in January (EST)
+SESSION_SECONDS = 6.5 * 3600
+
+
+def synthetic_trades(n: int, day: dt.date, symbols: int, traders: int, seed: int, start: int = 0) -> pa.Table:
+    """``n`` silver.trades rows of ``day``: a random walk per symbol, ordered by time, vectorised."""
+    from schemas.tables.silver import SILVER_TRADES
+
+    rng = np.random.default_rng(seed)
+    open_at = dt.datetime.combine(day, NEW_YORK_OPEN_UTC, dt.timezone.utc)
+    micros = int(open_at.timestamp() * 1_000_000) + np.sort(rng.integers(0, int(SESSION_SECONDS * 1e6), n))
+    symbol_idx = np.minimum((rng.pareto(1.2, n)).astype(np.int64), symbols - 1)
+    base = np.random.default_rng(seed ^ 0x5EED).uniform(20, 500, symbols)
+    drift = np.exp(np.cumsum(rng.normal(0, 0.0004, n)))
+    price = np.round(base[symbol_idx] * drift / drift.mean(), 2).clip(0.01)
+    quantity = rng.choice(np.array([1, 5, 10, 25, 50, 100, 200, 500], dtype=np.float64), n)
+    ids = np.arange(start, start + n)
+    ts = pa.array(micros, pa.timestamp("us", tz="UTC"))
+    columns = {
+        "trade_id": pa.array(np.char.add("B", ids.astype(str))),
+        "symbol": pa.array(np.char.add("S", symbol_idx.astype(str))),
+        "price": pa.array(price),
+        "quantity": pa.array(quantity),
+        "side": pa.array(np.where(rng.random(n) < 0.5, "BUY", "SELL")),
+        "trader_id": pa.array(np.char.add("TR", rng.integers(0, traders, n).astype(str))),
+        "account_id": pa.array(np.char.add("AC", rng.integers(0, traders * 2, n).astype(str))),
+        "exchange": pa.array(rng.choice(np.array(["NYSE", "NASDAQ", "ARCA"]), n)),
+        "trade_timestamp": ts,
+        "event_timestamp": ts,
+        "trade_date": pa.array(np.full(n, day), pa.date32()),
+        "needs_review": pa.array(np.zeros(n, dtype=bool)),
+        "kafka_partition": pa.array((ids % 6).astype(np.int32)),
+        "kafka_offset": pa.array(ids // 6),
+        "ingested_at": ts,
+    }
+    return pa.table(columns).cast(SILVER_TRADES.columns)
+
+
+def synthetic_books(trades: pa.Table, every: int, seed: int) -> pa.Table:
+    """One top-of-book snapshot per ``every`` trades, quoting around the trade price (depth lists empty)."""
+    from schemas.tables.silver import SILVER_ORDERBOOK
+
+    rng = np.random.default_rng(seed)
+    picked = trades.take(np.arange(0, trades.num_rows, every))
+    n = picked.num_rows
+    price = picked.column("price").to_numpy()
+    half = np.round(rng.uniform(0.005, 0.05, n), 3)
+    empty_levels = pa.ListArray.from_arrays(pa.array(np.zeros(n + 1, dtype=np.int32)),
+                                            pa.array([], SILVER_ORDERBOOK.columns.field("bids").type.value_type))
+    columns = {
+        "symbol": picked.column("symbol"),
+        "exchange": picked.column("exchange"),
+        "snapshot_timestamp": picked.column("trade_timestamp"),
+        "bids": empty_levels,
+        "asks": empty_levels,
+        "best_bid": pa.array(np.round(price - half, 3)),
+        "best_ask": pa.array(np.round(price + half, 3)),
+        "event_timestamp": picked.column("trade_timestamp"),
+        "trade_date": picked.column("trade_date"),
+        "kafka_partition": picked.column("kafka_partition"),
+        "kafka_offset": picked.column("kafka_offset"),
+        "ingested_at": picked.column("ingested_at"),
+    }
+    return pa.table(columns).cast(SILVER_ORDERBOOK.columns)
+
+
+def write_silver(lake, day: dt.date, trades: int, batches: int, symbols: int, traders: int) -> tuple[int, int]:
+    from schemas.tables.silver import SILVER_ORDERBOOK, SILVER_TRADES
+
+    per_batch = -(-trades // batches)
+    written = books = 0
+    for b in range(batches):
+        n = min(per_batch, trades - written)
+        if n <= 0:
+            break
+        rows = synthetic_trades(n, day, symbols, traders, seed=b, start=written)
+        book = synthetic_books(rows, every=4, seed=b)
+        lake.table(SILVER_TRADES).append(rows)
+        lake.table(SILVER_ORDERBOOK).append(book)
+        written += n
+        books += book.num_rows
+    return written, books
+
+
+def parquet_files(lake, spec, day: dt.date) -> list[str]:
+    from pyiceberg.expressions import EqualTo
+
+    tasks = lake.table(spec).scan(row_filter=EqualTo("trade_date", day.isoformat())).plan_files()
+    return [t.file.file_path.removeprefix("file://") for t in tasks]
+
+
+def duckdb_direct(lake, day: dt.date) -> dict[str, float]:
+    """The gold SQL over the day's silver Parquet files, each aggregation timed on its own."""
+    from control_plane import gold_sql
+    from schemas.tables.silver import SILVER_ORDERBOOK, SILVER_TRADES
+
+    trade_files, book_files = parquet_files(lake, SILVER_TRADES, day), parquet_files(lake, SILVER_ORDERBOOK, day)
+    con = gold_sql.connect(seed=gold_sql.empty_seed())
+    con.execute(f"CREATE VIEW trades AS SELECT {', '.join(gold_sql.TRADE_COLUMNS)} FROM read_parquet({trade_files!r}) "
+                f"WHERE trade_date = DATE '{day}'")
+    con.execute(f"CREATE VIEW books AS SELECT {', '.join(gold_sql.BOOK_COLUMNS)} FROM read_parquet({book_files!r}) "
+                f"WHERE trade_date = DATE '{day}'")
+    times: dict[str, float] = {}
+    started = time.perf_counter()
+    gold_sql.trader_activity_on(con)
+    times["silver.trader_activity"] = time.perf_counter() - started
+    started = time.perf_counter()
+    summary = gold_sql.daily_trading_summary_on(con)
+    times["gold.daily_trading_summary"] = time.perf_counter() - started
+    started = time.perf_counter()
+    con.register("summary", summary)
+    gold_sql.market_overview_on(con)
+    times["gold.market_overview"] = time.perf_counter() - started
+    started = time.perf_counter()
+    gold_sql.average_cost_day_on(con, day.isoformat())
+    times["gold.trader_performance + portfolio_positions"] = time.perf_counter() - started
+    return times
+
+
+STEP_NAMES = {
+    "silver__trader_activity": "silver.trader_activity",
+    "gold__daily_trading_summary": "gold.daily_trading_summary",
+    "gold__market_overview": "gold.market_overview",
+    "trader_performance_and_positions": "gold.trader_performance + portfolio_positions",
+}
+
+
+def dagster_gold_day(lake, day: dt.date) -> tuple[float, dict[str, float]]:
+    """Wall time of the in-process gold_job run for ``day`` and the duration of each step."""
+    from dagster import DagsterEventType, DagsterInstance
+
+    from control_plane.definitions import build_definitions
+
+    job = build_definitions({"lake": lake}).resolve_job_def("gold_job")
+    with DagsterInstance.ephemeral() as instance:
+        started = time.perf_counter()
+        result = job.execute_in_process(partition_key=day.isoformat(), instance=instance, raise_on_error=True)
+        total = time.perf_counter() - started
+    steps = {
+        STEP_NAMES.get(event.step_key, event.step_key): event.event_specific_data.duration_ms / 1000
+        for event in result.all_events
+        if event.event_type == DagsterEventType.STEP_SUCCESS
+    }
+    return total, steps
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--trades", type=int, default=5_000_000)
+    parser.add_argument("--day", type=dt.date.fromisoformat, default=dt.date(2024, 1, 2))
+    parser.add_argument("--batches", type=int, default=20, help="silver commits the day is written in")
+    parser.add_argument("--symbols", type=int, default=500)
+    parser.add_argument("--traders", type=int, default=2_000)
+    parser.add_argument("--lake", type=Path, help="lake folder (default: a temporary one)")
+    parser.add_argument("--keep", action="store_true", help="keep the lake folder afterwards")
+    args = parser.parse_args(argv)
+    warnings.filterwarnings("ignore")
+
+    from control_plane.resources import LakeResource
+    from schemas.settings import Settings
+
+    folder = args.lake or Path(tempfile.mkdtemp(prefix="ticklake-bench-gold-"))
+    settings = Settings.from_env({"TICKLAKE_LAKE_DIR": str(folder)})
+    lake = LakeResource(catalog_uri=settings.iceberg_catalog_uri, warehouse=settings.iceberg_warehouse,
+                        kafka_bootstrap_servers="127.0.0.1:9", kafka_timeout_s=0.3)
+    try:
+        started = time.perf_counter()
+        trades, books = write_silver(lake, args.day, args.trades, args.batches, args.symbols, args.traders)
+        print(f"silver written: {trades:,} trades and {books:,} book snapshots on {args.day} "
+              f"in {args.batches} commits ({time.perf_counter() - started:.1f} s, not timed below)")
+        total, steps = dagster_gold_day(lake, args.day)
+        direct = duckdb_direct(lake, args.day)
+        width = max(map(len, direct)) + 2
+        print(f"\none gold day, {trades:,} trades, {os.cpu_count()} cores")
+        print(f"{'':{width}}{'Dagster + Iceberg':>20}{'DuckDB on Parquet':>20}")
+        for name, seconds in direct.items():
+            print(f"{name:{width}}{steps.get(name, float('nan')):>19.2f}s{seconds:>19.2f}s")
+        checks = sum(v for k, v in steps.items() if k.endswith("_quality"))
+        print(f"{'silver quality checks':{width}}{checks:>19.2f}s{'-':>20}")
+        print(f"{'whole run (wall)':{width}}{total:>19.2f}s{sum(direct.values()):>19.2f}s")
+        print("\nDagster + Iceberg: pyiceberg scan -> Arrow -> DuckDB -> overwrite of the partition, read-back checks, "
+              "run bookkeeping.\nDuckDB on Parquet: the same SQL over the day's silver files, results kept in memory.")
+    finally:
+        if not args.keep and args.lake is None:
+            shutil.rmtree(folder, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
