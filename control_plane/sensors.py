@@ -11,6 +11,8 @@ import json
 import threading
 
 import requests
+
+from control_plane.table_care import MAINTENANCE_PROPERTY
 from dagster import (
     DefaultSensorStatus,
     Definitions,
@@ -77,6 +79,8 @@ def changed_days(table: Table, seen_snapshot_id: int | None) -> tuple[set[dt.dat
     newest = current.snapshot_id if current is not None else None
     days: set[dt.date] = set()
     for snapshot in new_snapshots(table, seen_snapshot_id):
+        if snapshot.summary is not None and snapshot.summary.get(MAINTENANCE_PROPERTY):
+            continue  # compaction rewrites files of a day without changing its rows: gold stays valid
         days |= days_touched(table, snapshot)
     return days, newest
 

@@ -7,9 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash deploy/install.sh
 export PATH="$PWD/.venv/bin:$PATH"
-export DAGSTER_HOME="${DAGSTER_HOME:-$PWD/.lake/dagster_home}"
-mkdir -p .lake "$DAGSTER_HOME"
-[ -f "$DAGSTER_HOME/dagster.yaml" ] || cp control_plane/dagster.yaml "$DAGSTER_HOME/dagster.yaml"
+mkdir -p .lake
+export DAGSTER_HOME="$(python -m control_plane.home)"  # writes dagster.yaml (PostgreSQL if DAGSTER_PG_* set)
 trades=${REPLAY_TRADES:-200000}
 start=${REPLAY_START:-2024-01-02}
 end=${REPLAY_END:-2024-01-03}
@@ -37,4 +36,4 @@ for day in $days; do
 done
 python -m control_plane.report $days
 echo
-echo "Done. Dagster UI: DAGSTER_HOME=$DAGSTER_HOME dagster dev -w control_plane/workspace.yaml  (http://127.0.0.1:3000)"
+echo "Done. Dagster UI: DAGSTER_HOME=$DAGSTER_HOME .venv/bin/dagster dev -w control_plane/workspace.yaml  (http://127.0.0.1:3000)"
