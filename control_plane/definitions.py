@@ -2,37 +2,15 @@
 
 from __future__ import annotations
 
-import importlib
 from typing import Mapping
 
 from dagster import Definitions, in_process_executor
 
+from control_plane import checks, dimensions, exports, gold, maintenance, observed, schedules, sensors
 from control_plane.resources import LakeResource
 
-# Each module exports ``defs: Definitions``; a module not written yet is simply absent.
-_MODULES = (
-    "control_plane.observed",
-    "control_plane.gold",
-    "control_plane.checks",
-    "control_plane.dimensions",
-    "control_plane.maintenance",
-    "control_plane.schedules",
-    "control_plane.sensors",
-    "control_plane.exports",
-)
-
-
-def _collect() -> list[Definitions]:
-    found = []
-    for name in _MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
-        found.append(module.defs)
-    return found
+# One module per concern, each exporting ``defs: Definitions``.
+_MODULES = (observed, gold, checks, dimensions, maintenance, schedules, sensors, exports)
 
 
 def build_definitions(resources: Mapping[str, object]) -> Definitions:
@@ -42,7 +20,7 @@ def build_definitions(resources: Mapping[str, object]) -> Definitions:
     default) costs more in start-up than it gains in parallelism; runs still run side by side, within
     the queue and pool limits of dagster.yaml.
     """
-    return Definitions.merge(*_collect(), Definitions(resources=dict(resources), executor=in_process_executor))
+    return Definitions.merge(*(m.defs for m in _MODULES), Definitions(resources=dict(resources), executor=in_process_executor))
 
 
 defs = build_definitions({"lake": LakeResource()})
