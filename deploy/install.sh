@@ -28,8 +28,11 @@ if [ ! -x .venv/bin/python ]; then
   .venv/bin/pip install -q --upgrade pip
 fi
 extras=""
-[ "$with_test" = 1 ] && extras="[test]"
-stamp=".venv/.installed$( [ "$with_test" = 1 ] && echo -test )"
+stamp=".venv/.installed"
+if [ "$with_test" = 1 ]; then
+  extras="[test]"
+  stamp=".venv/.installed-test"
+fi
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "install: pip install -e .${extras}"
   .venv/bin/pip install -q -e ".${extras}"
