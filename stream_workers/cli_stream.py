@@ -40,7 +40,8 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     from stream_workers.app import app
 
-    sys.argv = ["ticklake worker", "worker", "--loglevel", args.log_level, "--without-web"]
+    faust_level = {"warning": "warn", "critical": "crit"}.get(args.log_level.lower(), args.log_level.lower())
+    sys.argv = ["ticklake worker", "worker", "--loglevel", faust_level, "--without-web"]
     app.main()
     return 0
 
@@ -118,6 +119,9 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         status = lake_status(catalog, highs)
     for line in status.lines():
         print(line)
+    if args.wait and not _drained(status):
+        print(f"ticklake: error: still lagging after {args.wait:.0f}s (is a worker running?)", file=sys.stderr)
+        return 3
     if not status.balanced:
         print("ticklake: error: accounting does not balance (see ERROR lines above)", file=sys.stderr)
         return 2
