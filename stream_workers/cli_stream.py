@@ -69,7 +69,6 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
         from load_tests.pacing import paced
 
         records = paced(read_history(args.from_file), args.speed)
-        total = None
     else:
         end = args.end or args.start
         if end < args.start:
@@ -84,7 +83,6 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
             late=args.late,
         )
         records = generate(config)
-        total = None
     summary = publish(
         settings,
         records,
@@ -93,7 +91,6 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
         invalid=args.invalid,
         seed=args.seed,
         schema_version=args.schema_version,
-        progress_total=total,
         show_progress=not args.quiet,
     )
     for line in summary.lines():

@@ -9,7 +9,6 @@ dead letters. Every message ends as exactly one decoded row or one dead letter.
 from __future__ import annotations
 
 import io
-import json
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -256,8 +255,3 @@ def _dead_letter_table(messages: RawMessages, dead: list[tuple[int, int | None, 
         },
         schema=DEAD_LETTERS.columns,
     )
-
-
-def describe(record: dict[str, Any]) -> str:
-    """A row as JSON for rejects and logs (timestamps as ISO strings)."""
-    return json.dumps(record, default=str, sort_keys=True)
