@@ -6,16 +6,21 @@ Declared once here so assets, jobs, schedules and sensors of a layer cannot drif
 from __future__ import annotations
 
 import datetime as dt
-from functools import lru_cache
-from zoneinfo import ZoneInfo
 
 from dagster import AssetKey, Backoff, DailyPartitionsDefinition, FreshnessPolicy, Jitter, RetryPolicy
 
+from schemas.market_time import (  # noqa: F401  (re-exported for the control plane)
+    EXCHANGE,
+    NEW_YORK,
+    NEW_YORK_TZ,
+    exchange_calendar,
+    is_session,
+    market_open_at,
+    new_york_day,
+    sessions_between,
+)
 from schemas.tables.spec import TableSpec
 
-NEW_YORK_TZ = "America/New_York"
-NEW_YORK = ZoneInfo(NEW_YORK_TZ)
-EXCHANGE = "XNYS"
 
 # One partition per New York calendar day (the silver ``trade_date``), today included so the 17:00 run
 # can build the day that is closing.
@@ -44,30 +49,3 @@ GOLD_RUN_TAGS = {LAYER_TAG: "gold"}
 def asset_key(spec: TableSpec) -> AssetKey:
     """``silver.trades`` -> ``AssetKey(["silver", "trades"])``: the asset key is the table name."""
     return AssetKey(spec.name.split("."))
-
-
-def new_york_day(at: dt.datetime) -> dt.date:
-    return at.astimezone(NEW_YORK).date()
-
-
-@lru_cache(maxsize=1)
-def exchange_calendar():  # exchange_calendars.ExchangeCalendar; imported lazily, it takes a second to build
-    import exchange_calendars as xcals
-
-    return xcals.get_calendar(EXCHANGE)
-
-
-def is_session(day: dt.date) -> bool:
-    """Whether the New York Stock Exchange trades on ``day`` (weekends and holidays are not sessions)."""
-    return bool(exchange_calendar().is_session(day.isoformat()))
-
-
-def sessions_between(first: dt.date, last: dt.date) -> list[dt.date]:
-    return [ts.date() for ts in exchange_calendar().sessions_in_range(first.isoformat(), last.isoformat())]
-
-
-def market_open_at(at: dt.datetime) -> bool:
-    """Whether the exchange is in its regular session at instant ``at``."""
-    import pandas as pd
-
-    return bool(exchange_calendar().is_open_on_minute(pd.Timestamp(at).tz_convert("UTC").floor("min")))

@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 
 from schemas.topics import RAW_MARKETDATA, RAW_ORDERBOOK, RAW_TRADES
 
-NEW_YORK = "America/New_York"
+from schemas.market_time import NEW_YORK_TZ as NEW_YORK
 
 
 @dataclass(frozen=True)
