@@ -9,7 +9,7 @@ property forward from the snapshot it replaces. Readers take it from the newest 
 from __future__ import annotations
 
 import json
-from typing import Mapping
+from typing import Iterator, Mapping
 
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Snapshot
@@ -45,14 +45,23 @@ def recorded_offsets(table: Table) -> TopicOffsets:
     return decode_offsets(_newest_property(table, OFFSETS_PROPERTY))
 
 
-def _newest_property(table: Table, name: str) -> str | None:
-    snapshot = table.current_snapshot()
+def snapshot_ancestry(table: Table, start: Snapshot | None = None) -> Iterator[Snapshot]:
+    """The snapshots of the current (or ``start``'s) history, newest first, until one was expired.
+
+    The one walk over a table's history: offsets, counters, compaction and late-change detection use it.
+    """
+    snapshot = table.current_snapshot() if start is None else start
     while snapshot is not None:
+        yield snapshot
+        if snapshot.parent_snapshot_id is None:
+            return
+        snapshot = table.snapshot_by_id(snapshot.parent_snapshot_id)
+
+
+def _newest_property(table: Table, name: str) -> str | None:
+    for snapshot in snapshot_ancestry(table):
         if snapshot.summary is not None and snapshot.summary.get(name) is not None:
             return snapshot.summary.get(name)
-        if snapshot.parent_snapshot_id is None:
-            break
-        snapshot = table.snapshot_by_id(snapshot.parent_snapshot_id)
     return None
 
 
