@@ -17,7 +17,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from load_tests.generator import DEFAULT_SYMBOLS, EXCHANGES
+from simulator.market import DEFAULT_SYMBOLS, EXCHANGES
 from schemas.tables.dims import ACCOUNTS, EXCHANGES as EXCHANGE_FEED, SYMBOLS, TRADERS, ReferenceDimension
 
 Row = dict[str, str]

@@ -32,8 +32,9 @@ import pyarrow.parquet as pq
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from load_tests.generator import GeneratorConfig, history_files, read_history_table, topic_of, write_history
-from load_tests.pacing import DEFAULT_MAX_GAP_S
+from simulator.history import history_files, read_history_table, topic_of, write_history
+from simulator.market import GeneratorConfig
+from simulator.pacing import DEFAULT_MAX_GAP_S
 from schemas.offsets import recorded_offsets
 from schemas.settings import REPO_ROOT, Settings
 from schemas.tables import BRONZE_BY_TOPIC, SILVER_BY_TOPIC

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from confluent_kafka import KafkaException
 
 from schemas.settings import Settings
-from schemas.topics import RAW_TOPICS, dead_letter_topic
+from schemas.topics import default_topics
 from stream_workers import broker
 from stream_workers.cli_stream import add_stream_commands
 
@@ -91,11 +91,6 @@ def add_broker_commands(subcommands: Subcommands) -> None:
 
 
 # --- ticklake topics ... --------------------------------------------------------------------------------
-
-
-def default_topics() -> list[str]:
-    """The raw topics and the dead-letter topic of each."""
-    return [*RAW_TOPICS, *(dead_letter_topic(t) for t in RAW_TOPICS)]
 
 
 def cmd_topics_create(args: argparse.Namespace, settings: Settings) -> int:

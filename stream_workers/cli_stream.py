@@ -15,8 +15,8 @@ from schemas.topics import RAW_TOPICS
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from schemas.topics import default_topics
     from stream_workers.broker import create_topics, wait_ready
-    from stream_workers.cli import default_topics
 
     # Under a process manager the broker may still be starting: wait, then make sure the topics exist.
     wait_ready(settings.kafka_bootstrap_servers, timeout=args.wait_broker)
@@ -61,12 +61,12 @@ def _fraction(text: str) -> float:
 
 
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
-    from load_tests.generator import GeneratorConfig, generate
-    from stream_workers.replay import publish
+    from simulator.market import GeneratorConfig, generate
+    from simulator.replay import publish
 
     if args.from_file:
-        from load_tests.generator import read_history
-        from load_tests.pacing import paced
+        from simulator.history import read_history
+        from simulator.pacing import paced
 
         records = paced(read_history(args.from_file), args.speed)
     else:

@@ -11,11 +11,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from load_tests.generator import GeneratorConfig, generate
 from schemas.offsets import recorded_counters
 from schemas.catalog import open_catalog
 from schemas.topics import RAW_MARKETDATA, RAW_ORDERBOOK, RAW_TRADES
-from stream_workers.replay import publish
+from simulator.market import GeneratorConfig, generate
+from simulator.replay import publish
 from tests.integration.streaming import (
     WorkerProcess,
     duplicate_coordinates,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from load_tests.generator import GeneratorConfig, generate
 from load_tests.pushgateway import read_pushed_lag, wait_for_zero_lag
 from schemas.topics import RAW_TRADES
-from stream_workers.replay import publish
+from simulator.market import GeneratorConfig, generate
+from simulator.replay import publish
 from tests.integration.streaming import WorkerProcess, recreate_topics, wait_drained
 from tests.integration.test_pushgateway import pushgateway  # noqa: F401  (the real-gateway fixture)
 

@@ -1,4 +1,4 @@
-"""load_tests.generator: market-shaped synthetic data (hours, Zipf, random walks, consistent books and bars)."""
+"""simulator.market and simulator.history: market-shaped synthetic data (hours, Zipf, random walks, consistent books and bars)."""
 
 from __future__ import annotations
 
@@ -12,14 +12,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pytest
 
-from load_tests.generator import (
-    DEFAULT_SYMBOLS,
-    GeneratorConfig,
-    generate,
-    read_history,
-    trading_sessions,
-    write_history,
-)
+from simulator.history import read_history, write_history
+from simulator.market import DEFAULT_SYMBOLS, GeneratorConfig, generate, trading_sessions
 from schemas.avro import CURRENT_CONTRACT
 from schemas.topics import RAW_MARKETDATA, RAW_ORDERBOOK, RAW_TRADES
 

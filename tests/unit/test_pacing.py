@@ -1,4 +1,4 @@
-"""load_tests.pacing.paced: original inter-arrival times / speed, order untouched, on a fake clock."""
+"""simulator.pacing.paced: original inter-arrival times / speed, order untouched, on a fake clock."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from load_tests.pacing import paced
+from simulator.pacing import paced
 
 S = 1_000_000  # µs per second
 

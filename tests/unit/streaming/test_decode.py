@@ -7,7 +7,7 @@ import datetime as dt
 import pyarrow.compute as pc
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from load_tests.generator import GeneratorConfig, generate
+from simulator.market import GeneratorConfig, generate
 from schemas.avro import CURRENT_CONTRACT, TRADE_V1, TRADE_V2, AvroContract
 from schemas.topics import RAW_ORDERBOOK, RAW_TRADES
 from schemas.wire import LocalSchemas, encode, frame

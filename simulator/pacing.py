@@ -1,6 +1,6 @@
 """Replaying recorded market data at its original rhythm: 1x, 10x, ... or as fast as possible.
 
-``paced`` sits between ``read_history`` and the publisher (``ticklake replay --from FILE --speed S``): it
+``paced`` sits between ``simulator.history.read_history`` and the publisher (``ticklake replay --from FILE --speed S``): it
 never reorders records (so one symbol's events keep their order), it only waits until each record's
 ``event_timestamp``, scaled by the speed, is due.
 """
