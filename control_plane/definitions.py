@@ -6,11 +6,12 @@ from typing import Mapping
 
 from dagster import Definitions, in_process_executor
 
-from control_plane import checks, dimensions, exports, gold, maintenance, observed, schedules, sensors
+from control_plane import checks, dimensions, exports, maintenance, observed, sensors
+from control_plane.defs import gold
 from control_plane.resources import LakeResource
 
 # One module per concern, each exporting ``defs: Definitions``.
-_MODULES = (observed, gold, checks, dimensions, maintenance, schedules, sensors, exports)
+_MODULES = (observed, gold, checks, dimensions, maintenance, sensors, exports)
 
 
 def build_definitions(resources: Mapping[str, object]) -> Definitions:

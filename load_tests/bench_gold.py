@@ -5,7 +5,7 @@
 
 Left column: ``gold_job`` for the day, run in process exactly as the daemon runs it (silver quality checks,
 silver.trader_activity, the four gold tables: pyiceberg scans -> Arrow -> DuckDB -> partition overwrite,
-read-back checks). Right column: the same gold SQL (``control_plane.gold_sql``) by DuckDB reading the
+read-back checks). Right column: the same gold SQL (``control_plane.defs.gold.sql``) by DuckDB reading the
 day's silver Parquet files directly, results left in memory (no Iceberg, no Dagster, no checks).
 Silver is written first through the same table specs (not timed), in batches like the stream's commits.
 """
@@ -117,7 +117,7 @@ def parquet_files(lake, spec, day: dt.date) -> list[str]:
 
 def duckdb_direct(lake, day: dt.date) -> dict[str, float]:
     """The gold SQL over the day's silver Parquet files, each aggregation timed on its own."""
-    from control_plane import gold_sql
+    from control_plane.defs.gold import sql as gold_sql
     from schemas.tables.silver import SILVER_ORDERBOOK, SILVER_TRADES
 
     trade_files, book_files = parquet_files(lake, SILVER_TRADES, day), parquet_files(lake, SILVER_ORDERBOOK, day)

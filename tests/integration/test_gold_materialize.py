@@ -12,9 +12,9 @@ import pytest
 from dagster import AssetKey, DagsterInstance, Definitions, JobDefinition, build_sensor_context
 
 from control_plane.definitions import build_definitions
-from control_plane.gold import OVERVIEW_KEY, POSITIONS_KEY, SUMMARY_KEY
+from control_plane.defs.gold.assets import OVERVIEW_KEY, POSITIONS_KEY, SUMMARY_KEY
 from control_plane.resources import LakeResource
-from control_plane.sensors import silver_late_changes
+from control_plane.defs.gold.sensors import silver_late_changes
 from schemas.tables.gold import (
     DAILY_TRADING_SUMMARY,
     MARKET_OVERVIEW,

@@ -7,7 +7,7 @@ import datetime as dt
 import pyarrow as pa
 import pytest
 
-from control_plane import gold_sql
+from control_plane.defs.gold import sql as gold_sql
 from schemas.tables.gold import DAILY_TRADING_SUMMARY, MARKET_OVERVIEW, PORTFOLIO_POSITIONS, TRADER_ACTIVITY
 from tests.unit.control_plane import gold_days as g
 

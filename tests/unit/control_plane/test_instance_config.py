@@ -75,7 +75,7 @@ def test_retry_policies_per_layer() -> None:
     from dagster import Backoff, Jitter
 
     from control_plane.checks import SILVER_CHECKS
-    from control_plane.gold import daily_trading_summary, trader_activity, trader_performance_and_positions
+    from control_plane.defs.gold.assets import daily_trading_summary, trader_activity, trader_performance_and_positions
 
     for gold in (daily_trading_summary, trader_performance_and_positions):
         assert (gold.op.retry_policy.max_retries, gold.op.retry_policy.delay) == (2, 120)

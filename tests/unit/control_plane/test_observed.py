@@ -7,7 +7,7 @@ import time
 
 from dagster import AssetKey, DagsterInstance, materialize
 
-from control_plane.gold import SUMMARY_KEY, daily_trading_summary
+from control_plane.defs.gold.assets import SUMMARY_KEY, daily_trading_summary
 from control_plane.kafka_lag import Watermarks, high_watermarks, lag
 from control_plane.observed import (
     FRESHNESS_CHECK,

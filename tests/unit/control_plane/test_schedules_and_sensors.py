@@ -22,10 +22,11 @@ from dagster import (
     op,
 )
 
-from control_plane.gold import CUMULATIVE_KEYS, SUMMARY_KEY
+from control_plane.defs.gold.assets import CUMULATIVE_KEYS, SUMMARY_KEY
 from control_plane.layers import NEW_YORK
-from control_plane.schedules import gold_daily, gold_monthly_recompute, previous_month
-from control_plane.sensors import FAILURE_REGISTRY, alert_on_run_failure, changed_days, silver_late_changes
+from control_plane.defs.gold.schedules import gold_daily, gold_monthly_recompute, previous_month
+from control_plane.defs.gold.sensors import changed_days, silver_late_changes
+from control_plane.sensors import FAILURE_REGISTRY, alert_on_run_failure
 from schemas.tables.gold import PORTFOLIO_POSITIONS
 from schemas.tables.silver import SILVER_TRADES
 from tests.unit.control_plane import gold_days as g

@@ -13,7 +13,7 @@ from typing import Sequence
 from dagster import AssetCheckKey, AssetKey, AssetSelection, RunRequest, define_asset_job
 
 from control_plane.checks import RANGE_END_TAG, RANGE_START_TAG, SILVER_CHECK_KEYS
-from control_plane.gold import (
+from control_plane.defs.gold.assets import (
     CUMULATIVE_KEYS,
     GOLD_KEYS,
     OVERVIEW_KEY,

@@ -26,7 +26,7 @@ from dagster import (
     multi_asset,
 )
 
-from control_plane import gold_sql
+from control_plane.defs.gold import sql as gold_sql
 from control_plane.lake_io import as_day, count_day, days_present, overwrite_day, read_day, read_days
 from control_plane.layers import (
     GOLD_FRESHNESS,

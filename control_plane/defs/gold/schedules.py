@@ -15,7 +15,7 @@ from dagster import (
     schedule,
 )
 
-from control_plane.jobs import gold_job, rebuild_requests
+from control_plane.defs.gold.jobs import gold_job, rebuild_requests
 from control_plane.lake_io import days_present
 from control_plane.layers import NEW_YORK, NEW_YORK_TZ, is_session, sessions_between
 from control_plane.resources import LakeResource
