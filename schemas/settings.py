@@ -42,7 +42,7 @@ class Settings:
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     schema_registry_url: str | None = None
     iceberg_catalog_name: str = "ticklake"
-    iceberg_catalog_uri: str = ""
+    iceberg_catalog_uri: str = field(default="", repr=False)  # a PostgreSQL URI carries its password
     iceberg_warehouse: str = ""
     iceberg_catalog_type: str = "sql"
     dagster_home: str = ""
@@ -56,6 +56,22 @@ class Settings:
     metrics_port: int = 9108
     pushgateway_url: str | None = None
     alert_webhook_url: str | None = None
+    # Kafka security (schemas/kafka_config.py turns these into client config); secrets stay out of repr.
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = field(default=None, repr=False)
+    kafka_ssl_ca_location: str | None = None
+    kafka_ssl_certificate_location: str | None = None
+    kafka_ssl_key_location: str | None = None
+    kafka_ssl_key_password: str | None = field(default=None, repr=False)
+    # S3 warehouse (s3://bucket/prefix) and REST catalog auth (schemas/catalog.py passes them to pyiceberg).
+    iceberg_s3_endpoint: str | None = None
+    aws_access_key_id: str | None = field(default=None, repr=False)
+    aws_secret_access_key: str | None = field(default=None, repr=False)
+    aws_region: str = "us-east-1"
+    iceberg_rest_token: str | None = field(default=None, repr=False)
+    iceberg_rest_credential: str | None = field(default=None, repr=False)
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -81,6 +97,20 @@ class Settings:
             metrics_port=_int(env, "TICKLAKE_METRICS_PORT", 9108),
             pushgateway_url=env.get("PROMETHEUS_PUSHGATEWAY_URL") or None,
             alert_webhook_url=env.get("ALERT_WEBHOOK_URL") or None,
+            kafka_security_protocol=(env.get("KAFKA_SECURITY_PROTOCOL") or "PLAINTEXT").upper(),
+            kafka_sasl_mechanism=(env.get("KAFKA_SASL_MECHANISM") or "").upper() or None,
+            kafka_sasl_username=env.get("KAFKA_SASL_USERNAME") or None,
+            kafka_sasl_password=env.get("KAFKA_SASL_PASSWORD") or None,
+            kafka_ssl_ca_location=env.get("KAFKA_SSL_CA_LOCATION") or None,
+            kafka_ssl_certificate_location=env.get("KAFKA_SSL_CERTIFICATE_LOCATION") or None,
+            kafka_ssl_key_location=env.get("KAFKA_SSL_KEY_LOCATION") or None,
+            kafka_ssl_key_password=env.get("KAFKA_SSL_KEY_PASSWORD") or None,
+            iceberg_s3_endpoint=env.get("ICEBERG_S3_ENDPOINT") or None,
+            aws_access_key_id=env.get("AWS_ACCESS_KEY_ID") or None,
+            aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
+            aws_region=env.get("AWS_REGION") or "us-east-1",
+            iceberg_rest_token=env.get("ICEBERG_REST_TOKEN") or None,
+            iceberg_rest_credential=env.get("ICEBERG_REST_CREDENTIAL") or None,
         )
 
     def with_overrides(self, **changes: object) -> "Settings":
