@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
-from confluent_kafka import KafkaError, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic, OffsetSpec
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic
 
+from schemas.kafka_positions import KafkaPositions, KafkaPositionsError
 from schemas.settings import REPO_ROOT
 
 KAFKA_POM = REPO_ROOT / "deploy" / "kafka-pom.xml"
@@ -300,14 +301,14 @@ def create_topics(
 
 
 def high_watermarks(bootstrap: str, topic: str, timeout_s: float = 10.0) -> dict[int, int]:
-    """``{partition: high watermark}`` of ``topic`` (the offset the next produced message gets)."""
-    admin = _admin(bootstrap)
-    # Listing all topics (not just this one) never triggers the broker's topic auto-creation.
-    metadata = _list_topics(admin, bootstrap, timeout_s)
-    if topic not in metadata.topics:
-        raise BrokerError(f"topic {topic!r} does not exist on {bootstrap}")
-    partitions = [TopicPartition(topic, p) for p in sorted(metadata.topics[topic].partitions)]
-    return _latest_offsets(admin, bootstrap, partitions, timeout_s)
+    """``{partition: high watermark}`` of ``topic`` (the offset the next produced message gets).
+
+    Read through ``schemas.kafka_positions`` (retries leader/epoch changes for up to ``timeout_s``).
+    """
+    try:
+        return KafkaPositions(bootstrap, wait_s=timeout_s).high_watermarks([topic])[topic]
+    except KafkaPositionsError as exc:
+        raise BrokerError(str(exc)) from None
 
 
 def delete_data(config: BrokerConfig) -> None:
@@ -472,44 +473,6 @@ def _list_topics(admin: AdminClient, bootstrap: str, timeout_s: float) -> Cluste
         raise BrokerError(f"Kafka at {bootstrap} did not answer metadata within {timeout_s:.0f}s: {exc}") from exc
 
 
-_RETRIABLE = frozenset({
-    KafkaError.NOT_LEADER_FOR_PARTITION,
-    KafkaError.LEADER_NOT_AVAILABLE,
-    KafkaError.UNKNOWN_TOPIC_OR_PART,
-    KafkaError._TIMED_OUT,
-})
-
-
-def _latest_offsets(
-    admin: AdminClient, bootstrap: str, partitions: list[TopicPartition], timeout_s: float
-) -> dict[int, int]:
-    """High watermarks of ``partitions`` (one topic), retrying while leadership is still settling.
-
-    A fresh topic's metadata names a leader a moment before that broker serves the partition
-    (NOT_LEADER_FOR_PARTITION), hence the retry.
-    """
-    deadline = time.monotonic() + timeout_s
-    watermarks: dict[int, int] = {}
-    pending = list(partitions)
-    while pending:
-        futures = admin.list_offsets({tp: OffsetSpec.latest() for tp in pending}, request_timeout=timeout_s)
-        failed: list[TopicPartition] = []
-        for tp, future in futures.items():
-            try:
-                watermarks[tp.partition] = future.result().offset
-            except KafkaException as exc:
-                error: KafkaError = exc.args[0]
-                if error.code() not in _RETRIABLE or time.monotonic() > deadline:
-                    raise BrokerError(
-                        f"reading the high watermark of {tp.topic}[{tp.partition}] on {bootstrap} failed: {error.str()}"
-                    ) from None
-                failed.append(tp)
-        pending = failed
-        if pending:
-            time.sleep(0.1)
-    return dict(sorted(watermarks.items()))
-
-
 def _wait_for_leaders(admin: AdminClient, bootstrap: str, topics: list[str], timeout_s: float) -> None:
     """New topics are usable once every partition is listed with a leader and that leader serves offsets."""
     deadline = time.monotonic() + timeout_s
@@ -527,6 +490,8 @@ def _wait_for_leaders(admin: AdminClient, bootstrap: str, topics: list[str], tim
         if time.monotonic() > deadline:
             raise BrokerError(f"topics {pending} on {bootstrap} have no leader after {timeout_s:.0f}s")
         time.sleep(0.1)
-    for topic in topics:
-        partitions = [TopicPartition(topic, p) for p in sorted(metadata.topics[topic].partitions)]
-        _latest_offsets(admin, bootstrap, partitions, max(1.0, deadline - time.monotonic()))
+    # A fresh topic's metadata names a leader a moment before that broker serves the partition.
+    try:
+        KafkaPositions(bootstrap, wait_s=max(1.0, deadline - time.monotonic())).high_watermarks(topics)
+    except KafkaPositionsError as exc:
+        raise BrokerError(str(exc)) from None
