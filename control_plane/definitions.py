@@ -1,4 +1,4 @@
-"""Dagster entry point: the control plane is assembled from one small module per concern."""
+"""Dagster entry point: the control plane is the merge of one ``defs`` per domain, with resources bound here."""
 
 from __future__ import annotations
 
@@ -6,22 +6,24 @@ from typing import Mapping
 
 from dagster import Definitions, in_process_executor
 
-from control_plane import checks, dimensions, exports, maintenance, observed, sensors
-from control_plane.defs import gold
-from control_plane.resources import LakeResource
+from control_plane import checks, dimensions, exports, maintenance, sensors
+from control_plane.defs import gold, streaming
+from control_plane.resources import resources_from_env
 
-# One module per concern, each exporting ``defs: Definitions``.
-_MODULES = (observed, gold, checks, dimensions, maintenance, sensors, exports)
+# One package or module per domain, each exporting ``defs: Definitions``.
+_DOMAINS = (streaming, gold, checks, dimensions, maintenance, sensors, exports)
 
 
-def build_definitions(resources: Mapping[str, object]) -> Definitions:
-    """All modules' definitions with ``resources`` bound once, here (modules only name the keys they use).
+def build_definitions(resources: Mapping[str, object] | None = None) -> Definitions:
+    """Every domain's definitions with resources bound once, here: ``resources`` replace the ones built
+    from the environment (``resources_from_env``) key by key, so a test swaps only what it needs.
 
     Runs execute their steps in the run's own process: on a 2-core machine a process per step (Dagster's
     default) costs more in start-up than it gains in parallelism; runs still run side by side, within
     the queue and pool limits of dagster.yaml.
     """
-    return Definitions.merge(*(m.defs for m in _MODULES), Definitions(resources=dict(resources), executor=in_process_executor))
+    bound = {**resources_from_env(), **(resources or {})}
+    return Definitions.merge(*(d.defs for d in _DOMAINS), Definitions(resources=bound, executor=in_process_executor))
 
 
-defs = build_definitions({"lake": LakeResource()})
+defs = build_definitions()

@@ -1,39 +1,158 @@
-"""Dagster resources: the Iceberg catalog (and the settings behind it), injected into every asset and job."""
+"""Every external connection of the control plane as a Dagster resource: catalog, Kafka, Pushgateway,
+alert webhook, DuckDB.
+
+``resources_from_env()`` binds each field to its environment variable with ``EnvVar`` when the variable is
+set (the UI's Resources page then names the variable), else to the same default ``schemas.settings``
+uses. Tests pass their own instances. A resource instance lives for one run (or one sensor tick), so
+what it caches (settings, the opened catalog) is read once per run, never per table.
+"""
 
 from __future__ import annotations
 
-from dagster import ConfigurableResource
+import logging
+import os
+from typing import Any, Iterable, Mapping
+
+import duckdb
+import requests
+from dagster import ConfigurableResource, EnvVar
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.exposition import pushadd_to_gateway
+from pydantic import PrivateAttr
 from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 
+from control_plane.kafka_lag import Watermarks, high_watermarks
 from schemas.catalog import open_catalog
 from schemas.settings import Settings
 from schemas.tables.spec import TableSpec, ensure_table
 
+log = logging.getLogger(__name__)
+
+# Monitoring side effects that failed, by target ("pushgateway", "webhook"): a monitoring outage is
+# counted and logged here, never raised into the run or sensor that tried to report.
+MONITORING_REGISTRY = CollectorRegistry()
+MONITORING_FAILURES = Counter(
+    "ticklake_monitoring_failures", "Pushes or webhook posts that failed (the data path went on).",
+    ["target"], registry=MONITORING_REGISTRY,
+)
+
 
 class LakeResource(ConfigurableResource):
-    """The lake as the control plane sees it. Empty fields fall back to the environment (``Settings``)."""
+    """The Iceberg catalog the lake lives in. Empty fields fall back to the environment (``Settings``)."""
 
     catalog_uri: str = ""
     warehouse: str = ""
-    kafka_bootstrap_servers: str = ""
-    # How long an observation waits for Kafka before reporting the lag as unavailable.
-    kafka_timeout_s: float = 2.0
+    catalog_type: str = ""
+
+    _settings: Settings | None = PrivateAttr(default=None)
+    _catalog: Catalog | None = PrivateAttr(default=None)
 
     def settings(self) -> Settings:
-        base = Settings.from_env()
-        overrides: dict[str, object] = {}
-        if self.catalog_uri:
-            overrides["iceberg_catalog_uri"] = self.catalog_uri
-        if self.warehouse:
-            overrides["iceberg_warehouse"] = self.warehouse
-        if self.kafka_bootstrap_servers:
-            overrides["kafka_bootstrap_servers"] = self.kafka_bootstrap_servers
-        return base.with_overrides(**overrides) if overrides else base
+        """The settings, read from the environment once per resource instance (one run or tick)."""
+        if self._settings is None:
+            overrides: dict[str, object] = {}
+            if self.catalog_uri:
+                overrides["iceberg_catalog_uri"] = self.catalog_uri
+            if self.warehouse:
+                overrides["iceberg_warehouse"] = self.warehouse
+            if self.catalog_type:
+                overrides["iceberg_catalog_type"] = self.catalog_type
+            self._settings = Settings.from_env().with_overrides(**overrides)
+        return self._settings
 
     def catalog(self) -> Catalog:
-        return open_catalog(self.settings())
+        """The catalog, opened once per resource instance."""
+        if self._catalog is None:
+            self._catalog = open_catalog(self.settings())
+        return self._catalog
 
     def table(self, spec: TableSpec) -> Table:
         """The table of ``spec``, created empty if nothing has written it yet."""
         return ensure_table(self.catalog(), spec)
+
+
+class KafkaResource(ConfigurableResource):
+    """The Kafka cluster the stream workers read; the control plane only asks it for high watermarks."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    # How long one look waits for the broker before reporting the lag as unavailable.
+    timeout_s: float = 2.0
+
+    def high_watermarks(self, topics: Iterable[str]) -> Watermarks:
+        """High watermarks of ``topics``, or why they are unknown (never raises: Kafka may be down)."""
+        return high_watermarks(self.bootstrap_servers, topics, self.timeout_s)
+
+
+class PushgatewayResource(ConfigurableResource):
+    """The Prometheus Pushgateway Dagster runs push to; an empty URL switches pushing off."""
+
+    url: str = ""
+    timeout_s: float = 5.0
+
+    def push(self, registry: CollectorRegistry, grouping_key: Mapping[str, str], job: str) -> bool:
+        """Push ``registry`` (POST: replaces only the metrics it carries). False, logged and counted when
+        the Pushgateway does not answer; a monitoring outage never fails the caller."""
+        if not self.url:
+            return False
+        try:
+            pushadd_to_gateway(self.url, job=job, registry=registry, grouping_key=dict(grouping_key), timeout=self.timeout_s)
+            return True
+        except Exception as exc:  # OSError, HTTP errors: any of them is an outage of monitoring only
+            MONITORING_FAILURES.labels(target="pushgateway").inc()
+            log.warning("push to the Pushgateway at %s (group %s) failed, data path unaffected: %s", self.url, dict(grouping_key), exc)
+            return False
+
+
+class AlertWebhookResource(ConfigurableResource):
+    """Where alerts are posted (Slack-compatible JSON with a ``text`` field); empty URL: no posts."""
+
+    url: str = ""
+    timeout_s: float = 5.0
+
+    def post(self, payload: Mapping[str, Any]) -> bool:
+        """Post ``payload``; False, logged and counted when the webhook fails (never raises)."""
+        if not self.url:
+            return False
+        try:
+            response = requests.post(self.url, json=dict(payload), timeout=self.timeout_s)
+            if response.status_code >= 300:
+                raise RuntimeError(f"answered HTTP {response.status_code}")
+            return True
+        except Exception as exc:
+            MONITORING_FAILURES.labels(target="webhook").inc()
+            log.warning("alert webhook %s failed, alert not delivered: %s", self.url, exc)
+            return False
+
+
+class DuckDBResource(ConfigurableResource):
+    """DuckDB for SQL over Arrow tables read from Iceberg (in memory unless a database file is named)."""
+
+    database: str = ":memory:"
+    threads: int = 0  # 0: DuckDB's default (all cores)
+
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        config = {"threads": self.threads} if self.threads else {}
+        return duckdb.connect(self.database, config=config)
+
+
+def _env_or(name: str, env: Mapping[str, str], default: Any) -> Any:
+    """``EnvVar(name)`` when the variable is set (the UI shows where the value comes from), else ``default``."""
+    return EnvVar(name) if env.get(name) else default
+
+
+def resources_from_env(env: Mapping[str, str] | None = None) -> dict[str, ConfigurableResource]:
+    """The control plane's resources bound to the environment variables documented in ``.env.example``."""
+    env = os.environ if env is None else env
+    defaults = Settings.from_env(env)
+    return {
+        "lake": LakeResource(
+            catalog_uri=_env_or("ICEBERG_CATALOG_URI", env, ""),
+            warehouse=_env_or("ICEBERG_WAREHOUSE", env, ""),
+            catalog_type=_env_or("ICEBERG_CATALOG_TYPE", env, ""),
+        ),
+        "kafka": KafkaResource(bootstrap_servers=_env_or("KAFKA_BOOTSTRAP_SERVERS", env, defaults.kafka_bootstrap_servers)),
+        "pushgateway": PushgatewayResource(url=_env_or("PROMETHEUS_PUSHGATEWAY_URL", env, "")),
+        "alert_webhook": AlertWebhookResource(url=_env_or("ALERT_WEBHOOK_URL", env, "")),
+        "duckdb": DuckDBResource(),
+    }

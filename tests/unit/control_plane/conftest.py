@@ -10,7 +10,7 @@ from dagster import DagsterInstance, Definitions
 
 from control_plane.definitions import build_definitions
 from control_plane.resources import LakeResource
-from tests.unit.control_plane.lakes import make_lake
+from tests.unit.control_plane.lakes import make_lake, no_kafka
 
 
 @pytest.fixture
@@ -21,7 +21,7 @@ def lake(tmp_path: Path) -> LakeResource:
 @pytest.fixture
 def cp_defs(lake: LakeResource) -> Definitions:
     """The whole control plane bound to the temporary lake."""
-    return build_definitions({"lake": lake})
+    return build_definitions({"lake": lake, "kafka": no_kafka()})
 
 
 @pytest.fixture

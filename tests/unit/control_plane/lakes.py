@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from control_plane.lake_io import read_day
-from control_plane.resources import LakeResource
+from control_plane.resources import KafkaResource, LakeResource
 from schemas.settings import Settings
 from schemas.tables.spec import TableSpec
 
@@ -18,12 +18,12 @@ NO_BROKER = "127.0.0.1:9"
 
 def make_lake(tmp_path: Path) -> LakeResource:
     settings = Settings.from_env({"TICKLAKE_LAKE_DIR": str(tmp_path / "lake")})
-    return LakeResource(
-        catalog_uri=settings.iceberg_catalog_uri,
-        warehouse=settings.iceberg_warehouse,
-        kafka_bootstrap_servers=NO_BROKER,
-        kafka_timeout_s=0.3,
-    )
+    return LakeResource(catalog_uri=settings.iceberg_catalog_uri, warehouse=settings.iceberg_warehouse)
+
+
+def no_kafka() -> KafkaResource:
+    """A Kafka resource whose broker never answers: lag is reported unavailable after 0.3 s."""
+    return KafkaResource(bootstrap_servers=NO_BROKER, timeout_s=0.3)
 
 
 def append(lake: LakeResource, spec: TableSpec, rows: pa.Table, properties: dict[str, str] | None = None) -> None:
