@@ -1,8 +1,10 @@
 """The local Apache Kafka broker (KRaft, single node) that feeds the raw topics, and the admin calls on it.
 
 ``start`` fetches the broker jars with Maven on first use, formats storage once, launches the JVM detached
-with a pid file, and waits until it answers metadata; ``stop`` ends it. ``create_topics`` and
-``high_watermarks`` work against any bootstrap (local or remote), through ``confluent_kafka``.
+with a pid file, and waits until it answers metadata; ``stop`` ends it. With ``sasl_users`` the client
+listener is SASL_PLAINTEXT (SCRAM-SHA-512 and PLAIN); the SCRAM users are created by Kafka's own
+``StorageTool format --add-scram``. ``create_topics`` and ``high_watermarks`` work against any cluster
+(local or remote): pass a bootstrap string or a full client config (``schemas.kafka_config``).
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
@@ -32,6 +34,9 @@ LOG4J2_CONFIG = REPO_ROOT / "deploy" / "kafka-log4j2.properties"
 DEFAULT_HOME = REPO_ROOT / ".cache" / "kafka"
 # The jar that holds kafka.Kafka; its presence means the libs were fetched completely.
 _BROKER_JAR_GLOB = "kafka_2.13-*.jar"
+SCRAM_MECHANISM = "SCRAM-SHA-512"
+# A cluster to talk to: "host:port" (plaintext) or a librdkafka config (bootstrap + security).
+KafkaTarget = str | Mapping[str, object]
 
 
 class BrokerError(RuntimeError):
@@ -52,7 +57,9 @@ class BrokerConfig:
 
     ``home`` holds the shared ``libs/`` and, by default, one ``data-<port>/`` folder per broker with its
     ``server.properties``, pid file, ``server.log`` and the KRaft log dirs. ``data_dir`` overrides the
-    latter (tests use a temporary folder).
+    latter (tests use a temporary folder). ``sasl_users`` ((name, password), ...) turns the client
+    listener into SASL_PLAINTEXT with SCRAM-SHA-512 and PLAIN; the first user is the broker's own
+    (inter-broker) identity. Users are written when storage is formatted (first start of a data dir).
     """
 
     host: str = "127.0.0.1"
@@ -62,12 +69,29 @@ class BrokerConfig:
     data_dir: Path | None = None
     heap: str = "512m"
     default_partitions: int = 6
+    sasl_users: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
     def __post_init__(self) -> None:
         if self.controller_port == 0:
             object.__setattr__(self, "controller_port", self.port + 1)
         if self.controller_port == self.port:
             raise ValueError(f"controller port must differ from the broker port {self.port}")
+        for name, password in self.sasl_users:
+            # StorageTool's --add-scram syntax and the JAAS line cannot carry these characters.
+            if not name or not password or any(c in name + password for c in ',[]="\\ '):
+                raise ValueError(f"SASL user {name!r}: name and password must be non-empty, without , [ ] = \" \\ or spaces")
+
+    @property
+    def security_protocol(self) -> str:
+        return "SASL_PLAINTEXT" if self.sasl_users else "PLAINTEXT"
+
+    def client_config(self) -> dict[str, object]:
+        """librdkafka config for this broker, authenticated as the first SASL user when SASL is on."""
+        config: dict[str, object] = {"bootstrap.servers": self.bootstrap, "security.protocol": self.security_protocol}
+        if self.sasl_users:
+            name, password = self.sasl_users[0]
+            config.update({"sasl.mechanism": SCRAM_MECHANISM, "sasl.username": name, "sasl.password": password})
+        return config
 
     @property
     def bootstrap(self) -> str:
@@ -118,8 +142,7 @@ class BrokerStatus:
 def parse_bootstrap(bootstrap: str) -> tuple[str, int]:
     """``"127.0.0.1:9092,other:9092"`` -> ``("127.0.0.1", 9092)``."""
     first = bootstrap.split(",")[0].strip()
-    if first.startswith("PLAINTEXT://"):
-        first = first[len("PLAINTEXT://"):]
+    first = re.sub(r"^[A-Z_]+://", "", first)
     host, sep, port = first.rpartition(":")
     if not sep or not host or not port.isdigit():
         raise ValueError(f"bootstrap server must look like host:port, got {bootstrap!r}")
@@ -162,7 +185,7 @@ def start(config: BrokerConfig | None = None, wait_s: float = 60.0) -> BrokerSta
     config = config or BrokerConfig()
     if _broker_process(config) is not None:
         try:
-            wait_ready(config.bootstrap, wait_s)
+            wait_ready(config.client_config(), wait_s)
         except TimeoutError as exc:
             raise BrokerError(f"Kafka broker on {config.bootstrap} runs but does not answer; see {config.log_file}", log_tail(config)) from exc
         return status(config)
@@ -175,7 +198,7 @@ def start(config: BrokerConfig | None = None, wait_s: float = 60.0) -> BrokerSta
     config.pid_file.write_text(f"{pid}\n")
 
     try:
-        wait_ready(config.bootstrap, wait_s, alive=lambda: _broker_process(config) is not None)
+        wait_ready(config.client_config(), wait_s, alive=lambda: _broker_process(config) is not None)
     except TimeoutError as exc:
         exited = _broker_process(config) is None
         stop(config)
@@ -191,6 +214,8 @@ def _prepare(config: BrokerConfig) -> str:
     fetch_jars(config)
     java = _require_java()
     config.data_path.mkdir(parents=True, exist_ok=True)
+    config.properties_file.touch(mode=0o600)  # it carries the SASL passwords when SASL is on
+    config.properties_file.chmod(0o600)
     config.properties_file.write_text(server_properties(config))
     if not (config.log_dirs / "meta.properties").exists():
         _format_storage(config, java)
@@ -235,19 +260,20 @@ def status(config: BrokerConfig | None = None, timeout_s: float = 2.0) -> Broker
     if not _port_in_use(config.host, config.port):  # answers "not running" at once, not after the timeout
         return BrokerStatus(running=False, pid=pid, bootstrap=config.bootstrap)
     try:
-        metadata = _admin(config.bootstrap).list_topics(timeout=timeout_s)
+        metadata = _admin(config.client_config()).list_topics(timeout=timeout_s)
     except KafkaException:
         return BrokerStatus(running=False, pid=pid, bootstrap=config.bootstrap)
     topics = tuple(sorted(t for t in metadata.topics if not t.startswith("__")))
     return BrokerStatus(running=True, pid=pid, bootstrap=config.bootstrap, topics=topics)
 
 
-def wait_ready(bootstrap: str, timeout: float = 60.0, alive: Callable[[], bool] | None = None) -> None:
-    """Block until ``bootstrap`` answers a metadata request; ``TimeoutError`` otherwise.
+def wait_ready(target: KafkaTarget, timeout: float = 60.0, alive: Callable[[], bool] | None = None) -> None:
+    """Block until the cluster answers a metadata request; ``TimeoutError`` naming its address otherwise.
 
     ``alive`` (optional) is polled between attempts; once it returns False waiting stops early.
     """
-    admin = _admin(bootstrap)
+    admin = _admin(target)
+    bootstrap = _bootstrap_of(target)
     deadline = time.monotonic() + timeout
     last_error = "no attempt"
     while True:
@@ -266,7 +292,7 @@ def wait_ready(bootstrap: str, timeout: float = 60.0, alive: Callable[[], bool] 
 
 
 def create_topics(
-    bootstrap: str,
+    target: KafkaTarget,
     topics: Iterable[str],
     partitions: int = 6,
     replication: int = 1,
@@ -279,7 +305,8 @@ def create_topics(
     wanted = list(dict.fromkeys(topics))
     if not wanted:
         return []
-    admin = _admin(bootstrap)
+    admin = _admin(target)
+    bootstrap = _bootstrap_of(target)
     _list_topics(admin, bootstrap, min(timeout_s, 10.0))  # fail fast, with a clear message, if unreachable
     futures = admin.create_topics(
         [NewTopic(t, num_partitions=partitions, replication_factor=replication) for t in wanted],
@@ -296,17 +323,17 @@ def create_topics(
                 continue
             raise BrokerError(f"creating topic {topic!r} on {bootstrap} failed: {error.str()}") from exc
         created.append(topic)
-    _wait_for_leaders(admin, bootstrap, created, timeout_s)
+    _wait_for_leaders(admin, target, created, timeout_s)
     return created
 
 
-def high_watermarks(bootstrap: str, topic: str, timeout_s: float = 10.0) -> dict[int, int]:
+def high_watermarks(target: KafkaTarget, topic: str, timeout_s: float = 10.0) -> dict[int, int]:
     """``{partition: high watermark}`` of ``topic`` (the offset the next produced message gets).
 
     Read through ``schemas.kafka_positions`` (retries leader/epoch changes for up to ``timeout_s``).
     """
     try:
-        return KafkaPositions(bootstrap, wait_s=timeout_s).high_watermarks([topic])[topic]
+        return _positions(target, timeout_s).high_watermarks([topic])[topic]
     except KafkaPositionsError as exc:
         raise BrokerError(str(exc)) from None
 
@@ -319,17 +346,23 @@ def delete_data(config: BrokerConfig) -> None:
 
 
 def server_properties(config: BrokerConfig) -> str:
-    """The ``server.properties`` of a single-node KRaft broker+controller on plaintext localhost listeners."""
+    """The ``server.properties`` of a single-node KRaft broker+controller on localhost listeners.
+
+    The client listener is PLAINTEXT, or SASL_PLAINTEXT (SCRAM-SHA-512 + PLAIN) with ``sasl_users``; the
+    controller listener stays PLAINTEXT on loopback (only this node talks to it).
+    """
     h, p, c = config.host, config.port, config.controller_port
+    name = config.security_protocol
     lines = [
         "process.roles=broker,controller",
         "node.id=1",
         f"controller.quorum.bootstrap.servers={h}:{c}",
-        f"listeners=PLAINTEXT://{h}:{p},CONTROLLER://{h}:{c}",
-        f"advertised.listeners=PLAINTEXT://{h}:{p}",
+        f"listeners={name}://{h}:{p},CONTROLLER://{h}:{c}",
+        f"advertised.listeners={name}://{h}:{p}",
         "controller.listener.names=CONTROLLER",
-        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-        "inter.broker.listener.name=PLAINTEXT",
+        f"listener.security.protocol.map={name}:{name},CONTROLLER:PLAINTEXT",
+        f"inter.broker.listener.name={name}",
+        *_sasl_properties(config),
         f"log.dirs={config.log_dirs}",
         f"num.partitions={config.default_partitions}",
         "offsets.topic.replication.factor=1",
@@ -340,6 +373,24 @@ def server_properties(config: BrokerConfig) -> str:
         "group.initial.rebalance.delay.ms=0",
     ]
     return "# Written by stream_workers.broker on every start; edit BrokerConfig instead.\n" + "\n".join(lines) + "\n"
+
+
+def _sasl_properties(config: BrokerConfig) -> list[str]:
+    """SCRAM-SHA-512 and PLAIN on the SASL listener: SCRAM users live in the cluster metadata (written at
+    format time), PLAIN users in the JAAS line (that is where Kafka's PLAIN server module reads them)."""
+    if not config.sasl_users:
+        return []
+    admin, admin_password = config.sasl_users[0]
+    plain_users = " ".join(f'user_{n}="{pw}"' for n, pw in config.sasl_users)
+    prefix = "listener.name.sasl_plaintext"
+    return [
+        f"sasl.enabled.mechanisms={SCRAM_MECHANISM},PLAIN",
+        f"sasl.mechanism.inter.broker.protocol={SCRAM_MECHANISM}",
+        f"{prefix}.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required "
+        f'username="{admin}" password="{admin_password}";',
+        f"{prefix}.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required "
+        f'username="{admin}" password="{admin_password}" {plain_users};',
+    ]
 
 
 def log_tail(config: BrokerConfig, lines: int = 30) -> str:
@@ -406,10 +457,28 @@ def _format_storage(config: BrokerConfig, java: str) -> None:
         "kafka.tools.StorageTool", "format",
         "-t", cluster_id, "-c", str(config.properties_file), "--standalone",
     ]
+    for name, password in config.sasl_users:
+        command += ["--add-scram", f"{SCRAM_MECHANISM}=[name={name},password={password}]"]
     result = subprocess.run(command, capture_output=True, text=True, cwd=config.data_path)
     if result.returncode != 0:
         output = (result.stdout + result.stderr).strip()
-        raise BrokerError(f"formatting Kafka storage in {config.log_dirs} failed (exit {result.returncode})", output)
+        for _, password in config.sasl_users:
+            output = output.replace(password, "***")
+        raise BrokerError(
+            f"formatting Kafka storage in {config.log_dirs} failed (exit {result.returncode}): {_reason(output)}",
+            "\n".join(output.splitlines()[-20:]),
+        )
+
+
+def _reason(output: str) -> str:
+    """The line of a JVM tool's output that says why it failed: the last exception or error line, else the
+    last line that is not a stack frame."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    for line in reversed(lines):
+        if _EXCEPTION_LINE.match(line) or line.lower().startswith("error"):
+            return line
+    frames = [line for line in lines if not line.startswith("at ") and not line.startswith("...")]
+    return frames[-1] if frames else "no output"
 
 
 def _broker_process(config: BrokerConfig) -> psutil.Process | None:
@@ -460,10 +529,27 @@ def _port_in_use(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def _admin(bootstrap: str) -> AdminClient:
+def _admin(target: KafkaTarget) -> AdminClient:
     # librdkafka would print every failed reconnect (several per second while a broker is down or
     # starting); every call here has a timeout and raises with context instead.
-    return AdminClient({"bootstrap.servers": bootstrap, "log_level": 2})
+    config = {"bootstrap.servers": target} if isinstance(target, str) else dict(target)
+    return AdminClient({**config, "log_level": 2})
+
+
+def _bootstrap_of(target: KafkaTarget) -> str:
+    return target if isinstance(target, str) else str(target["bootstrap.servers"])
+
+
+def _positions(target: KafkaTarget, wait_s: float) -> KafkaPositions:
+    """A ``KafkaPositions`` reader for ``target``, authenticated when the target carries security settings.
+
+    ``KafkaPositions`` takes a bootstrap string only, so its admin client is swapped for one built from the
+    full config (until it accepts a client config itself); errors still name only the bootstrap address.
+    """
+    positions = KafkaPositions(_bootstrap_of(target), wait_s=wait_s)
+    if not isinstance(target, str):
+        positions._admin = _admin(target)
+    return positions
 
 
 def _list_topics(admin: AdminClient, bootstrap: str, timeout_s: float) -> ClusterMetadata:
@@ -473,8 +559,9 @@ def _list_topics(admin: AdminClient, bootstrap: str, timeout_s: float) -> Cluste
         raise BrokerError(f"Kafka at {bootstrap} did not answer metadata within {timeout_s:.0f}s: {exc}") from exc
 
 
-def _wait_for_leaders(admin: AdminClient, bootstrap: str, topics: list[str], timeout_s: float) -> None:
+def _wait_for_leaders(admin: AdminClient, target: KafkaTarget, topics: list[str], timeout_s: float) -> None:
     """New topics are usable once every partition is listed with a leader and that leader serves offsets."""
+    bootstrap = _bootstrap_of(target)
     deadline = time.monotonic() + timeout_s
     pending = list(topics)
     while pending:
@@ -492,6 +579,6 @@ def _wait_for_leaders(admin: AdminClient, bootstrap: str, topics: list[str], tim
         time.sleep(0.1)
     # A fresh topic's metadata names a leader a moment before that broker serves the partition.
     try:
-        KafkaPositions(bootstrap, wait_s=max(1.0, deadline - time.monotonic())).high_watermarks(topics)
+        _positions(target, max(1.0, deadline - time.monotonic())).high_watermarks(topics)
     except KafkaPositionsError as exc:
         raise BrokerError(str(exc)) from None

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 
 from confluent_kafka import KafkaException
 
+from schemas.kafka_config import kafka_client_config
 from schemas.settings import Settings
 from schemas.topics import default_topics
 from stream_workers import broker
@@ -26,9 +27,21 @@ Subcommands = argparse._SubParsersAction  # what add_subparsers() returns
 
 
 def _broker_config(args: argparse.Namespace, settings: Settings) -> broker.BrokerConfig:
-    """The broker at ``--port``, else at the port of KAFKA_BOOTSTRAP_SERVERS."""
+    """The broker at ``--port``, else at the port of KAFKA_BOOTSTRAP_SERVERS.
+
+    With KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT the local broker serves SASL (SCRAM-SHA-512 and PLAIN) and
+    KAFKA_SASL_USERNAME/PASSWORD is its user; it does not serve TLS.
+    """
     host, port = broker.parse_bootstrap(settings.kafka_bootstrap_servers)
-    return broker.BrokerConfig(host=host, port=args.port or port, default_partitions=settings.topic_partitions)
+    users: tuple[tuple[str, str], ...] = ()
+    protocol = settings.kafka_security_protocol
+    if protocol == "SASL_PLAINTEXT":
+        if not settings.kafka_sasl_username or not settings.kafka_sasl_password:
+            raise ValueError("SASL_PLAINTEXT needs KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD")
+        users = ((settings.kafka_sasl_username, settings.kafka_sasl_password),)
+    elif protocol != "PLAINTEXT":
+        raise ValueError(f"the local broker serves PLAINTEXT or SASL_PLAINTEXT, not KAFKA_SECURITY_PROTOCOL={protocol}")
+    return broker.BrokerConfig(host=host, port=args.port or port, default_partitions=settings.topic_partitions, sasl_users=users)
 
 
 def cmd_broker_fetch(args: argparse.Namespace, settings: Settings) -> int:
@@ -94,10 +107,10 @@ def add_broker_commands(subcommands: Subcommands) -> None:
 
 
 def cmd_topics_create(args: argparse.Namespace, settings: Settings) -> int:
-    bootstrap = args.bootstrap or settings.kafka_bootstrap_servers
+    client = kafka_client_config(settings, **({"bootstrap_servers": args.bootstrap} if args.bootstrap else {}))
     partitions = args.partitions if args.partitions is not None else settings.topic_partitions
     topics = args.topic or default_topics()
-    created = broker.create_topics(bootstrap, topics, partitions=partitions, replication=args.replication)
+    created = broker.create_topics(client, topics, partitions=partitions, replication=args.replication)
     for topic in topics:
         print(f"{topic}: created ({partitions} partitions)" if topic in created else f"{topic}: exists")
     return 0
@@ -136,6 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args, settings)
     except broker.BrokerError as exc:
         print(f"ticklake: error: {exc.summary}", file=sys.stderr)
+        for line in exc.details.splitlines()[-15:]:  # the tool's or the log's last lines: the reason behind it
+            print(f"  {line}", file=sys.stderr)
         return 1
     except (KafkaException, ValueError, OSError, TimeoutError) as exc:
         print(f"ticklake: error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)

@@ -80,3 +80,52 @@ def test_cli_status_of_a_stopped_broker_exits_1(
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9")
     assert cli.main(["broker", "status"]) == 1
     assert "not running" in capsys.readouterr().out
+
+
+def test_sasl_broker_properties_enable_scram_and_plain_on_loopback(tmp_path: Path) -> None:
+    config = broker.BrokerConfig(port=1234, controller_port=4321, data_dir=tmp_path, sasl_users=(("admin", "a1"), ("tick", "t1")))
+    props = broker.server_properties(config)
+    assert "listeners=SASL_PLAINTEXT://127.0.0.1:1234,CONTROLLER://127.0.0.1:4321" in props
+    assert "listener.security.protocol.map=SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT" in props
+    assert "sasl.enabled.mechanisms=SCRAM-SHA-512,PLAIN" in props
+    assert 'user_admin="a1" user_tick="t1";' in props
+    assert config.client_config() == {
+        "bootstrap.servers": "127.0.0.1:1234", "security.protocol": "SASL_PLAINTEXT",
+        "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": "admin", "sasl.password": "a1",
+    }
+    assert "a1" not in repr(config)
+
+
+@pytest.mark.parametrize("user", [("", "pw"), ("u", ""), ("u", "p,w"), ("u", 'p"w'), ("u v", "pw")])
+def test_sasl_users_that_the_tooling_cannot_carry_are_refused(user: tuple[str, str]) -> None:
+    with pytest.raises(ValueError, match="SASL user"):
+        broker.BrokerConfig(sasl_users=(user,))
+
+
+def test_cli_broker_config_follows_the_kafka_security_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    from schemas.settings import Settings
+
+    args = cli.build_parser().parse_args(["broker", "start"])
+    sasl = Settings.from_env({"KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+                              "KAFKA_SASL_USERNAME": "tick", "KAFKA_SASL_PASSWORD": "pw"})
+    assert cli._broker_config(args, sasl).sasl_users == (("tick", "pw"),)
+    with pytest.raises(ValueError, match="PLAINTEXT or SASL_PLAINTEXT"):
+        cli._broker_config(args, Settings.from_env({"KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}))
+
+
+def test_failed_broker_start_prints_the_reason_and_the_last_log_lines(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    def failing_start(config: broker.BrokerConfig, wait_s: float) -> None:
+        raise broker.BrokerError("Kafka broker on 127.0.0.1:9092 exited (java.lang.IllegalStateException: boom)", "line 1\nline 2")
+
+    monkeypatch.setattr(broker, "start", failing_start)
+    assert cli.main(["broker", "start"]) == 1
+    err = capsys.readouterr().err
+    assert "ticklake: error: Kafka broker on 127.0.0.1:9092 exited (java.lang.IllegalStateException: boom)" in err
+    assert "  line 1\n  line 2" in err
+
+
+def test_reason_picks_the_error_line_of_a_tool_output() -> None:
+    output = "I/O error trying to read log directory /x. Ignoring...\nNo available log directories to format."
+    assert broker._reason(output) == "No available log directories to format."
+    trace = "java.lang.RuntimeException: bad config\n\tat a.b.C.d(C.java:1)\n\tat e.f.G.h(G.java:2)"
+    assert broker._reason(trace) == "java.lang.RuntimeException: bad config"
