@@ -27,9 +27,13 @@ from schemas.tables.spec import TableSpec
 GOLD_START = "2024-01-01"
 TRADING_DAYS = DailyPartitionsDefinition(start_date=GOLD_START, timezone=NEW_YORK_TZ, end_offset=1)
 
-# Bronze/silver-side Dagster work (observations are cheap and repeat every minute, so they do not retry).
+# Retries back off exponentially with jitter, so steps that failed together (a catalog or broker blip)
+# do not retry in lockstep. Silver-class work (silver checks, trader activity, dimensions, table care and
+# instance retention) 3x from 60 s; gold 2x from 120 s. Observations are a sensor and need none.
 SILVER_RETRY = RetryPolicy(max_retries=3, delay=60, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS)
-GOLD_RETRY = RetryPolicy(max_retries=2, delay=120)
+GOLD_RETRY = RetryPolicy(max_retries=2, delay=120, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS)
+DIMENSION_RETRY = SILVER_RETRY
+MAINTENANCE_RETRY = SILVER_RETRY
 
 # Silver must show events no older than this while the exchange is open (checked at every observation).
 SILVER_MAX_AGE = dt.timedelta(minutes=15)
