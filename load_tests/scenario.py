@@ -34,7 +34,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from simulator.history import history_files, read_history_table, topic_of, write_history
 from simulator.market import GeneratorConfig
-from simulator.pacing import DEFAULT_MAX_GAP_S
+from simulator.pacing import offered_schedule
 from schemas.offsets import recorded_offsets
 from schemas.settings import REPO_ROOT, Settings
 from schemas.tables import BRONZE_BY_TOPIC, SILVER_BY_TOPIC
@@ -162,16 +162,6 @@ def plot(title: str, samples: list[Sample], path: Path) -> None:
 
 
 # -- the pieces a sample is computed from ----------------------------------------------------------
-
-
-def offered_schedule(timestamps_us: np.ndarray, speed: float, max_gap_s: float | None = DEFAULT_MAX_GAP_S) -> np.ndarray:
-    """Seconds after the start at which ``paced`` releases each record (sorted event times in µs)."""
-    if timestamps_us.size == 0:
-        return np.empty(0)
-    gaps = np.diff(np.maximum.accumulate(timestamps_us), prepend=timestamps_us[0]).astype(float)
-    if max_gap_s is not None:
-        gaps = np.minimum(gaps, max_gap_s * 1e6)
-    return np.cumsum(gaps) / 1e6 / speed
 
 
 def time_lag(now: float, head: list[tuple[float, int]], committed: int) -> float:

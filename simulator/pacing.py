@@ -1,8 +1,11 @@
 """Replaying recorded market data at its original rhythm: 1x, 10x, ... or as fast as possible.
 
-``paced`` sits between ``simulator.history.read_history`` and the publisher (``ticklake replay --from FILE --speed S``): it
-never reorders records (so one symbol's events keep their order), it only waits until each record's
-``event_timestamp``, scaled by the speed, is due.
+One rule, in ``ReleaseClock``: a record is released ``(its event time − the first record's) / speed``
+seconds after the start, where event time never runs backwards (a late record goes out at once, with
+the newest one before it) and idle stretches longer than ``max_gap_s`` (overnight, weekends) count as
+``max_gap_s``. The replay computes release times for whole batches (``ReleaseClock.due``); ``paced``
+applies the same rule record by record to any iterable, never reordering (one symbol's events keep
+their order).
 """
 
 from __future__ import annotations
@@ -11,11 +14,44 @@ import datetime as dt
 import time
 from typing import Callable, Iterable, Iterator
 
+import numpy as np
+
 TIMESTAMP_COLUMN = "event_timestamp"
 # Idle stretches longer than this (overnight, weekends) are replayed as if they lasted this long.
 DEFAULT_MAX_GAP_S = 3600.0
 # Sleeping for less than this costs more than it buys: run slightly late and catch up in bulk.
 MIN_SLEEP_S = 0.002
+
+
+class ReleaseClock:
+    """Seconds after the start at which each record is due, for consecutive batches of event times (µs)."""
+
+    def __init__(self, speed: float, max_gap_s: float | None = DEFAULT_MAX_GAP_S) -> None:
+        if speed <= 0:
+            raise ValueError(f"speed must be > 0 to pace a replay (0 = as fast as possible), got {speed}")
+        self.speed = speed
+        self.max_gap_us = None if max_gap_s is None else max_gap_s * 1e6
+        self._newest_us: int | None = None  # event time of the newest record released so far
+        self._replay_us = 0.0  # event time elapsed since the first record, gaps shortened
+
+    def due(self, timestamps_us: np.ndarray) -> np.ndarray:
+        """Release times (s) of the next records, in publish order; state carries over to the next batch."""
+        ts = np.asarray(timestamps_us, dtype=np.int64)
+        if ts.size == 0:
+            return np.empty(0)
+        previous = ts[0] if self._newest_us is None else self._newest_us
+        newest = np.maximum.accumulate(np.maximum(ts, previous))
+        gaps = np.diff(newest, prepend=previous).astype(float)
+        if self.max_gap_us is not None:
+            gaps = np.minimum(gaps, self.max_gap_us)
+        replay = self._replay_us + np.cumsum(gaps)
+        self._newest_us, self._replay_us = int(newest[-1]), float(replay[-1])
+        return replay / 1e6 / self.speed
+
+
+def offered_schedule(timestamps_us: np.ndarray, speed: float, max_gap_s: float | None = DEFAULT_MAX_GAP_S) -> np.ndarray:
+    """Seconds after the start at which each record (event times in µs, publish order) is released."""
+    return ReleaseClock(speed, max_gap_s).due(timestamps_us)
 
 
 def _micros(value: int | float | dt.datetime) -> int:
@@ -33,30 +69,22 @@ def paced(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Iterator[tuple[str, dict]]:
-    """Yield ``records`` in their order, each no earlier than its original offset from the first, / ``speed``.
+    """Yield ``records`` in their order, each no earlier than its ``ReleaseClock`` time.
 
     ``speed`` 1 is real time, 20 twenty times faster, 0 as fast as possible (no waiting at all).
-    Records whose timestamp is older than one already replayed (late events) go out at once. Gaps in
-    event time longer than ``max_gap_s`` (None: keep every gap) are shortened to ``max_gap_s``.
     """
     if speed < 0:
         raise ValueError(f"speed must be >= 0 (0 = as fast as possible), got {speed}")
     if speed == 0:
         yield from records
         return
-    max_gap_us = None if max_gap_s is None else int(max_gap_s * 1e6)
+    release = ReleaseClock(speed, max_gap_s)
     started: float | None = None
-    newest_us = 0  # event time of the newest record replayed so far
-    replay_us = 0  # event time elapsed since the first record, gaps shortened
     for topic, record in records:
-        ts = _micros(record[TIMESTAMP_COLUMN])
+        due = float(release.due(np.array([_micros(record[TIMESTAMP_COLUMN])]))[0])
         if started is None:
-            started, newest_us = clock(), ts
-        elif ts > newest_us:
-            gap = ts - newest_us
-            replay_us += gap if max_gap_us is None else min(gap, max_gap_us)
-            newest_us = ts
-        delay = replay_us / 1e6 / speed - (clock() - started)
+            started = clock()
+        delay = due - (clock() - started)
         if delay >= MIN_SLEEP_S:
             sleep(delay)
         yield topic, record

@@ -38,8 +38,9 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         signal.signal(signal.SIGINT, lambda *_: worker.stop())
         worker.run()
         return 0
-    from stream_workers.app import app
+    from stream_workers.app import build_app
 
+    app = build_app(settings, with_silver=not args.bronze_only)
     faust_level = {"warning": "warn", "critical": "crit"}.get(args.log_level.lower(), args.log_level.lower())
     sys.argv = ["ticklake worker", "worker", "--loglevel", faust_level, "--without-web"]
     app.main()
@@ -60,39 +61,54 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from exc
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from exc
+    if not value >= 0.0:  # also rejects nan
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
-    from simulator.market import GeneratorConfig, generate
-    from simulator.replay import publish
+    from simulator.replay import LIBRDKAFKA_LOGGER, ReplayError, progress_bar, publish, publish_windows
 
-    if args.from_file:
-        from simulator.history import read_history
-        from simulator.pacing import paced
+    # librdkafka's lines go to --kafka-log (or nowhere); failures surface as one error line below.
+    kafka_log = logging.getLogger(LIBRDKAFKA_LOGGER)
+    kafka_log.propagate = False
+    kafka_log.addHandler(logging.FileHandler(args.kafka_log) if args.kafka_log else logging.NullHandler())
+    common = dict(rate=args.rate, bad=args.bad, invalid=args.invalid, seed=args.seed, schema_version=args.schema_version,
+                  connect_timeout_s=args.connect_timeout)  # fmt: skip
+    try:
+        if args.from_file:
+            from simulator.history import history_windows
 
-        records = paced(read_history(args.from_file), args.speed)
-    else:
-        end = args.end or args.start
-        if end < args.start:
-            raise ValueError(f"--end {end} is before --start {args.start}")
-        config = GeneratorConfig(
-            trades=args.count,
-            seed=args.seed,
-            start=args.start,
-            end=end,
-            duplicates=args.duplicates,
-            corrections=args.corrections,
-            late=args.late,
-        )
-        records = generate(config)
-    summary = publish(
-        settings,
-        records,
-        rate=args.rate,
-        bad=args.bad,
-        invalid=args.invalid,
-        seed=args.seed,
-        schema_version=args.schema_version,
-        show_progress=not args.quiet,
-    )
+            total, windows = history_windows(args.from_file, speed=args.speed)
+            with progress_bar(not args.quiet, total) as progress:
+                summary = publish_windows(settings, windows, progress=progress, **common)  # type: ignore[arg-type]
+        else:
+            from simulator.market import GeneratorConfig, generate
+
+            end = args.end or args.start
+            if end < args.start:
+                raise ValueError(f"--end {end} is before --start {args.start}")
+            config = GeneratorConfig(trades=args.count, seed=args.seed, start=args.start, end=end,
+                                     duplicates=args.duplicates, corrections=args.corrections, late=args.late)  # fmt: skip
+            summary = publish(settings, generate(config), speed=args.speed, show_progress=not args.quiet, **common)  # type: ignore[arg-type]
+    except ReplayError as exc:
+        print(f"ticklake: error: {exc}", file=sys.stderr)
+        return 1
     for line in summary.lines():
         print(line)
     return 0
@@ -128,6 +144,21 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_reset_offsets(args: argparse.Namespace, settings: Settings) -> int:
+    """Record a new starting point for halted (or any) partitions; prints what moved from where."""
+    from schemas.kafka_positions import KafkaPositions
+    from stream_workers.reset_offsets import reset_offsets
+
+    kafka = KafkaPositions(settings.kafka_bootstrap_servers)
+    try:
+        positions = kafka.positions([args.topic])[args.topic]
+    finally:
+        kafka.close()
+    for r in reset_offsets(open_catalog(settings), settings, args.topic, positions, args.to, args.partition or None):
+        print(f"{args.topic}[{r.partition}]: next offset {r.after} (was {', '.join(f'{t} {o}' for t, o in r.before.items())})")
+    return 0
+
+
 def add_stream_commands(subcommands: argparse._SubParsersAction) -> None:
     worker = subcommands.add_parser("worker", help="run a stream worker (Kafka -> bronze/silver Iceberg) for ever")
     worker.add_argument("--engine", choices=("faust", "plain"), default="faust",
@@ -137,9 +168,19 @@ def add_stream_commands(subcommands: argparse._SubParsersAction) -> None:
     worker.add_argument("--wait-broker", type=float, default=120.0, help="seconds to wait for Kafka at start-up")
     worker.set_defaults(handler=cmd_worker)
 
+    reset = subcommands.add_parser(
+        "reset-offsets",
+        help="record where a raw topic's partitions are read from next (after a halt: topic recreated, data expired)",
+    )
+    reset.add_argument("--topic", required=True, choices=RAW_TOPICS)
+    reset.add_argument("--to", required=True, help="earliest | latest | an offset")
+    reset.add_argument("--partition", type=int, action="append", help="repeatable; default: every partition")
+    reset.set_defaults(handler=cmd_reset_offsets)
+
     replay = subcommands.add_parser("replay", help="publish market data to the raw topics")
-    replay.add_argument("--count", type=int, default=100_000, help="trades to generate (books and bars follow)")
-    replay.add_argument("--rate", type=float, default=0.0, help="messages per second (0 = as fast as possible)")
+    replay.add_argument("--count", type=_positive_int, default=100_000, help="trades to generate (books and bars follow)")
+    pacing = replay.add_mutually_exclusive_group()
+    pacing.add_argument("--rate", type=_non_negative, default=0.0, help="messages per second (0 = as fast as possible)")
     replay.add_argument("--seed", type=int, default=7)
     replay.add_argument("--duplicates", type=_fraction, default=0.0, help="fraction of trades re-published as-is")
     replay.add_argument("--corrections", type=_fraction, default=0.0, help="fraction of trades corrected later")
@@ -151,7 +192,11 @@ def add_stream_commands(subcommands: argparse._SubParsersAction) -> None:
     replay.add_argument("--end", type=_date, default=None, help="last trading day (default: --start)")
     replay.add_argument("--schema-version", type=int, choices=(1, 2), default=1, help="trade schema version to publish")
     replay.add_argument("--from", dest="from_file", help="replay a history file (Parquet/CSV) instead of generating")
-    replay.add_argument("--speed", type=float, default=0.0, help="with --from: 1 = real time, 10 = 10x, 0 = max")
+    pacing.add_argument("--speed", type=_non_negative, default=0.0,
+                        help="release messages at their event time: 1 = real time, 10 = 10x, 0 = as fast as possible")
+    replay.add_argument("--connect-timeout", type=_non_negative, default=15.0,
+                        help="seconds to wait for the broker before giving up (default: 15)")
+    replay.add_argument("--kafka-log", metavar="FILE", help="append librdkafka's own log lines to FILE")
     replay.add_argument("--quiet", action="store_true", help="no progress bar")
     replay.set_defaults(handler=cmd_replay)
 
