@@ -65,6 +65,10 @@ def _newest_property(table: Table, name: str) -> str | None:
     return None
 
 
+def encode_counters(counters: Mapping[str, Mapping[str, int]]) -> str:
+    return json.dumps(counters, sort_keys=True, separators=(",", ":"))
+
+
 def recorded_counters(table: Table) -> dict[str, dict[str, int]]:
     """Cumulative counters per topic ({"raw.trades": {"duplicates": 12}}), {} if none."""
     raw = _newest_property(table, COUNTERS_PROPERTY)

@@ -53,6 +53,9 @@ class Settings:
     expire_every_commits: int = 50
     keep_snapshots: int = 20
     dedupe_window_hours: float = 48.0
+    max_future_skew_s: float = 300.0
+    unknown_schema_grace_s: float = 60.0
+    recovery_backoff_max_s: float = 30.0
     metrics_port: int = 9108
     pushgateway_url: str | None = None
     alert_webhook_url: str | None = None
@@ -94,6 +97,9 @@ class Settings:
             expire_every_commits=_int(env, "TICKLAKE_EXPIRE_EVERY_COMMITS", 50),
             keep_snapshots=_int(env, "TICKLAKE_KEEP_SNAPSHOTS", 20),
             dedupe_window_hours=_float(env, "TICKLAKE_DEDUPE_WINDOW_HOURS", 48.0),
+            max_future_skew_s=_float(env, "TICKLAKE_MAX_FUTURE_SKEW_S", 300.0),
+            unknown_schema_grace_s=_float(env, "TICKLAKE_UNKNOWN_SCHEMA_GRACE_S", 60.0),
+            recovery_backoff_max_s=_float(env, "TICKLAKE_RECOVERY_BACKOFF_MAX_S", 30.0),
             metrics_port=_int(env, "TICKLAKE_METRICS_PORT", 9108),
             pushgateway_url=env.get("PROMETHEUS_PUSHGATEWAY_URL") or None,
             alert_webhook_url=env.get("ALERT_WEBHOOK_URL") or None,

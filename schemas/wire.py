@@ -72,7 +72,7 @@ class RegistrySchemas:
 
         self._client = SchemaRegistryClient({"url": url})
         self._lock = threading.Lock()
-        self._by_id: dict[int, dict[str, Any] | None] = {}
+        self._by_id: dict[int, dict[str, Any]] = {}
 
     def id_for(self, contract: AvroContract) -> int:
         from confluent_kafka.schema_registry import Schema
@@ -86,9 +86,8 @@ class RegistrySchemas:
                     self._by_id[schema_id] = json.loads(self._client.get_schema(schema_id).schema_str)
                 except Exception as exc:  # registry answers 404 for unknown ids
                     if "404" in str(exc) or "not found" in str(exc).lower():
-                        self._by_id[schema_id] = None
-                    else:
-                        raise
+                        return None  # not cached: the id may be served a moment later
+                    raise
             return self._by_id[schema_id]
 
 

@@ -2,9 +2,10 @@
 
 Faust owns the process: signals, service lifecycle, logging, graceful shutdown. The ingest itself is
 one Faust service that runs ``StreamWorker`` (confluent-kafka batch consumption) on a thread: Faust's
-per-event stream API costs microseconds per message, which the batch path cannot afford at 250k msg/s.
-If ingestion fails, the process exits non-zero and the process manager restarts it; all progress lives
-in the Iceberg tables, so a restart resumes exactly where the last commit ended.
+per-event stream API costs microseconds per message, which the batch path cannot afford. Faust's own
+Kafka clients are not started (no agent uses them; they would only keep reconnecting when the broker is
+away). If ingestion fails, the process exits non-zero and the process manager restarts it; all progress
+lives in the Iceberg tables, so a restart resumes exactly where the last commit ended.
 """
 
 from __future__ import annotations
@@ -15,39 +16,45 @@ import threading
 
 import faust
 import mode
+from faust.app.base import BootStrategy
 
 from schemas.settings import Settings
 from stream_workers.engine import StreamWorker
 from stream_workers.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
-SETTINGS = Settings.from_env()
-app = faust.App(
-    "ticklake-worker",
-    broker=f"kafka://{SETTINGS.kafka_bootstrap_servers}",
-    web_enabled=False,
-    store="memory://",
-    topic_partitions=1,
-    topic_replication_factor=1,
-)
+
+# A stop that takes longer (broker unreachable, a commit hanging on storage) ends the process: nothing is
+# lost by that, the tables say where the next start resumes.
+STOP_DEADLINE_S = 20.0
+EXIT_INGEST_FAILED = 70
+
+
+class _WithoutKafka(BootStrategy):
+    """Faust's lifecycle without Faust's Kafka consumer and producer: the ingest has its own clients."""
+
+    enable_kafka = False
+    enable_web = False
 
 
 class IngestService(mode.Service):
     """Runs the batch consume loop on a thread and stops it with the app."""
 
-    def __init__(self, **kwargs: object) -> None:
+    def __init__(self, settings: Settings, with_silver: bool = True, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.settings = settings
+        self.with_silver = with_silver
         self.worker: StreamWorker | None = None
         self._thread: threading.Thread | None = None
 
     async def on_start(self) -> None:
         metrics = WorkerMetrics()
-        if SETTINGS.metrics_port:
-            metrics.serve(SETTINGS.metrics_port)
-        self.worker = StreamWorker(SETTINGS, metrics=metrics)
+        if self.settings.metrics_port:
+            metrics.serve(self.settings.metrics_port)
+        self.worker = StreamWorker(self.settings, with_silver=self.with_silver, metrics=metrics)
         self._thread = threading.Thread(target=self._run, name="ingest", daemon=True)
         self._thread.start()
-        log.info("ingest started (metrics on :%s)", SETTINGS.metrics_port)
+        log.info("ingest started (metrics on :%s)", self.settings.metrics_port)
 
     def _run(self) -> None:
         assert self.worker is not None
@@ -56,20 +63,32 @@ class IngestService(mode.Service):
         except Exception:
             log.exception("ingest failed; exiting so the process manager restarts the worker")
             logging.shutdown()
-            os._exit(70)
+            os._exit(EXIT_INGEST_FAILED)
 
     async def on_stop(self) -> None:
         if self.worker is not None and self._thread is not None:
             self.worker.stop()
-            await self.loop.run_in_executor(None, self._thread.join, 60)
+            await self.loop.run_in_executor(None, self._thread.join, STOP_DEADLINE_S)
+            if self._thread.is_alive():
+                log.warning("ingest did not stop within %.0f s (broker or catalog unreachable?); exiting now",
+                            STOP_DEADLINE_S)
+                logging.shutdown()
+                os._exit(0)
 
 
-app.service(IngestService)
+def build_app(settings: Settings, with_silver: bool = True) -> faust.App:
+    """The worker app for ``settings`` (read once by the CLI and passed down)."""
 
+    class App(faust.App):
+        BootStrategy = _WithoutKafka
 
-def main() -> None:
-    app.main()
-
-
-if __name__ == "__main__":
-    main()
+    app = App(
+        "ticklake-worker",
+        broker=f"kafka://{settings.kafka_bootstrap_servers}",
+        web_enabled=False,
+        store="memory://",
+        topic_partitions=1,
+        topic_replication_factor=1,
+    )
+    app.service(IngestService(settings, with_silver=with_silver))
+    return app

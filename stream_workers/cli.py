@@ -18,6 +18,8 @@ from schemas.settings import Settings
 from schemas.topics import default_topics
 from stream_workers import broker
 from stream_workers.cli_stream import add_stream_commands
+from stream_workers.parts.process import PartError
+from stream_workers.stack import add_stack_commands
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 Subcommands = argparse._SubParsersAction  # what add_subparsers() returns
@@ -129,7 +131,7 @@ def add_topics_commands(subcommands: Subcommands) -> None:
 
 # --- entry point ----------------------------------------------------------------------------------------
 
-COMMAND_GROUPS: list[Callable[[Subcommands], None]] = [add_broker_commands, add_topics_commands, add_stream_commands]
+COMMAND_GROUPS: list[Callable[[Subcommands], None]] = [add_broker_commands, add_topics_commands, add_stream_commands, add_stack_commands]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -147,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings.from_env()
         return handler(args, settings)
-    except broker.BrokerError as exc:
+    except (broker.BrokerError, PartError) as exc:
         print(f"ticklake: error: {exc.summary}", file=sys.stderr)
         for line in exc.details.splitlines()[-15:]:  # the tool's or the log's last lines: the reason behind it
             print(f"  {line}", file=sys.stderr)

@@ -9,8 +9,9 @@ dead letters. Every message ends as exactly one decoded row or one dead letter.
 from __future__ import annotations
 
 import io
+import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import fastavro
 import numpy as np
@@ -64,11 +65,33 @@ class SchemaIncompatible(ValueError):
     """A writer schema the table contract cannot take (a required field removed or retyped)."""
 
 
-class BatchDecoder:
-    """Decodes RawMessages of one topic against the columns its bronze table requires."""
+class SchemaNotYetKnown(RuntimeError):
+    """The registry does not know a schema id yet: the batch waits (a producer may have just registered it)."""
 
-    def __init__(self, lookup: SchemaLookup, contract: dict[str, Any]) -> None:
+
+# A writer field with one of these names would overwrite a bronze coordinate column.
+_COORDINATE_NAMES = frozenset(KAFKA_COORDINATES.names)
+
+
+class BatchDecoder:
+    """Decodes RawMessages of one topic against the columns its bronze table requires.
+
+    A schema id the registry does not know is retried for ``unknown_id_grace_s`` (the batch fails with
+    ``SchemaNotYetKnown`` and is read again) before its messages become dead letters: registries
+    replicate, and a producer may use an id a moment before every replica serves it.
+    """
+
+    def __init__(
+        self,
+        lookup: SchemaLookup,
+        contract: dict[str, Any],
+        unknown_id_grace_s: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._lookup = lookup
+        self._grace = unknown_id_grace_s
+        self._clock = clock
+        self._unknown_since: dict[int, float] = {}
         self._contract = avro_to_arrow(contract)
         # Fields without a null branch must be present in every writer schema.
         self._required = {f["name"] for f in contract["fields"] if not (isinstance(f["type"], list) and "null" in f["type"])}
@@ -79,6 +102,13 @@ class BatchDecoder:
         if schema_id not in self._writers:
             schema_json = self._lookup.schema_json(schema_id)
             if schema_json is None:
+                first = self._unknown_since.setdefault(schema_id, self._clock())
+                waited = self._clock() - first
+                if waited < self._grace:
+                    raise SchemaNotYetKnown(
+                        f"schema id {schema_id} is unknown to the registry; retrying for "
+                        f"{self._grace - waited:.0f} s more before dead-lettering its messages"
+                    )
                 self._writers[schema_id] = f"unknown schema id {schema_id}"
             else:
                 self._writers[schema_id] = self._compatible(schema_id, schema_json)
@@ -90,6 +120,9 @@ class BatchDecoder:
             parsed = fastavro.parse_schema(schema_json)
         except Exception as exc:
             return f"schema id {schema_id} unusable: {exc}"
+        clashes = sorted(_COORDINATE_NAMES & set(arrow.names))
+        if clashes:
+            return f"schema id {schema_id} has field(s) {clashes} that collide with bronze's Kafka coordinate columns"
         for column in self._contract:
             if column.name not in arrow.names:
                 if column.name in self._required:

@@ -1,8 +1,15 @@
-"""The worker's consume loop: batch-consume the raw topics, flush per topic, survive rebalances.
+"""The worker's consume loop: batch-consume the raw topics, cut batches with their spans, survive faults.
 
-Kafka offsets live in the tables, not the consumer group: on assignment we seek to what the tables
-recorded, on revocation we try to flush what we hold and forget the rest, and we commit group offsets
-only after Iceberg commits, so that lag is visible to ordinary Kafka tooling.
+Kafka offsets live in the tables, not the consumer group. The loop tracks, per partition, the offset
+where the buffered messages begin (the *cursor*: where it last sought, or where the previous batch
+ended), so every batch carries the exact span ``[start, end)`` it covers; ``ledger.batch_plan`` then
+commits it only where each table ends. On any failure of a batch (catalog locked or down, storage
+error, lost compare-and-set streak, dead-letter delivery, registry outage, an offset gap) the worker
+stops that topic, lets in-flight batches finish, drops what it holds, waits (bounded exponential
+backoff) and seeks again from what the tables record. A partition whose recorded offset no longer exists
+in Kafka (topic recreated, retention deleted unread data) is *halted*, never skipped silently: it stays
+paused, with a log line and a metric, until an operator records a new start (``ticklake reset-offsets``).
+Group offsets are committed after Iceberg commits, for lag visibility only.
 """
 
 from __future__ import annotations
@@ -18,12 +25,13 @@ from typing import TYPE_CHECKING, Callable
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from schemas.catalog import open_catalog
+from schemas.kafka_config import kafka_client_config
 from schemas.settings import Settings
-from schemas.topics import RAW_TOPICS, dead_letter_topic
+from schemas.topics import RAW_TOPICS
 from schemas.wire import schema_lookup
+from stream_workers.dead_letters import DeadLetterMirror
 from stream_workers.decode import RawMessages
-from stream_workers.ledger import OffsetMismatch
-from stream_workers.pipeline import FlushResult, TopicPipeline
+from stream_workers.sink import FlushResult, TopicSink
 
 if TYPE_CHECKING:
     from stream_workers.metrics import WorkerMetrics
@@ -32,6 +40,10 @@ log = logging.getLogger(__name__)
 
 CONSUME_BATCH = 20_000
 LAG_REPORT_S = 5.0
+HALTED_RECHECK_S = 15.0
+# Consecutive failed recoveries of one topic before the worker gives up and exits for its process manager.
+MAX_CONSECUTIVE_FAILURES = 40
+WATERMARK_ATTEMPTS = 5
 
 
 @dataclass
@@ -39,7 +51,7 @@ class WorkerStats:
     consumed: int = 0
     flushed_messages: int = 0
     commits: int = 0
-    mismatches: int = 0
+    failures: int = 0
     first_message_at: float | None = None  # time.monotonic() of the first consumed message
     results: list[FlushResult] = field(default_factory=list)
 
@@ -55,8 +67,32 @@ def tune_gc_for_batches() -> None:
     gc.set_threshold(200_000, 50, 1000)
 
 
+def failure_reason(exc: BaseException) -> str:
+    """A short, stable label for the metric: what kind of fault made a batch fail."""
+    from pyiceberg.exceptions import CommitStateUnknownException
+
+    from stream_workers.dead_letters import DeadLetterDeliveryFailed
+    from stream_workers.decode import SchemaNotYetKnown
+    from stream_workers.ledger import CommitConflicts, OffsetGap
+    from stream_workers.sink import TableCommitFailed
+
+    if isinstance(exc, TableCommitFailed):
+        exc = exc.cause
+    for kind, label in (
+        (OffsetGap, "offset_gap"),
+        (CommitConflicts, "commit_conflicts"),
+        (CommitStateUnknownException, "commit_state_unknown"),
+        (DeadLetterDeliveryFailed, "dead_letter_delivery"),
+        (SchemaNotYetKnown, "schema_unknown"),
+        (KafkaException, "kafka"),
+    ):
+        if isinstance(exc, kind):
+            return label
+    return "catalog_or_storage"
+
+
 class StreamWorker:
-    """Consumes ``topics`` into their pipelines until ``stop()`` is called."""
+    """Consumes ``topics`` into their sinks until ``stop()`` is called."""
 
     def __init__(
         self,
@@ -66,6 +102,8 @@ class StreamWorker:
         on_flush: Callable[[FlushResult], None] | None = None,
         keep_results: bool = False,
         metrics: "WorkerMetrics | None" = None,
+        consumer: Consumer | None = None,
+        dlq_producer: Producer | None = None,
     ) -> None:
         self.settings = settings
         self.topics = topics
@@ -77,40 +115,38 @@ class StreamWorker:
         self.stats = WorkerStats()
         catalog = open_catalog(settings)
         lookup = schema_lookup(settings.schema_registry_url)
-        self._dlq = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers, "linger.ms": 50})
-        self.pipelines: dict[str, TopicPipeline] = {}
-        for topic in topics:
-            silver = None
-            if with_silver:
-                from stream_workers.silver import build_silver  # silver is optional for bronze-only runs
-
-                silver = build_silver(topic, catalog, settings)
-            self.pipelines[topic] = TopicPipeline(
-                topic,
-                catalog,
-                settings,
-                lookup,
-                silver=silver[0] if silver else None,
-                silver_tables=silver[1] if silver else None,
-                on_dead_letters=self._publish_dead_letters,
-            )
+        self._dlq = dlq_producer or Producer(kafka_client_config(settings, linger_ms=20, enable_idempotence=True))
+        mirror = DeadLetterMirror(self._dlq, None if metrics is None else metrics.dead_letters_undelivered)
+        self.sinks: dict[str, TopicSink] = {
+            topic: TopicSink(topic, catalog, settings, lookup, with_silver=with_silver, mirror=mirror) for topic in topics
+        }
         self._buffers: dict[str, RawMessages] = {t: RawMessages(t) for t in topics}
-        self._flusher = _Flusher(lambda topic, buf: self.pipelines[topic].flush(buf))
+        # (topic, partition) -> first offset of the buffered messages (None: from the partition's beginning)
+        self._cursor: dict[tuple[str, int], int | None] = {}
+        # (topic, partition) -> next offset the consumer should deliver (older ones are stale prefetch)
+        self._next: dict[tuple[str, int], int] = {}
+        self._halted: dict[tuple[str, int], str] = {}
+        self._halted_check_due = 0.0
+        self._paused_until: dict[str, float] = {}  # topics recovering from a failed batch -> when to re-read
+        self._failures: dict[str, int] = {}  # topic -> consecutive failed batches (reset by a commit)
+        self._flusher = _Flusher(lambda topic, buf, span: self.sinks[topic].commit_batch(buf, span))
         self._first_at: dict[str, float] = {}
-        self.consumer = Consumer(
-            {
-                "bootstrap.servers": settings.kafka_bootstrap_servers,
-                "group.id": settings.consumer_group,
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                "enable.partition.eof": False,
-                "fetch.max.bytes": 64 * 1024 * 1024,
-                "max.partition.fetch.bytes": 8 * 1024 * 1024,
-                "queued.max.messages.kbytes": 256 * 1024,
-                "session.timeout.ms": 15_000,
-                "heartbeat.interval.ms": 3_000,
-                "max.poll.interval.ms": 300_000,
-            }
+        self.consumer = consumer or Consumer(
+            kafka_client_config(
+                settings,
+                group_id=settings.consumer_group,
+                enable_auto_commit=False,
+                # An offset that no longer exists is an error to report, never a silent jump.
+                auto_offset_reset="error",
+                isolation_level="read_committed",
+                enable_partition_eof=False,
+                fetch_max_bytes=64 * 1024 * 1024,
+                max_partition_fetch_bytes=8 * 1024 * 1024,
+                queued_max_messages_kbytes=256 * 1024,
+                session_timeout_ms=15_000,
+                heartbeat_interval_ms=3_000,
+                max_poll_interval_ms=300_000,
+            )
         )
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -123,19 +159,30 @@ class StreamWorker:
         try:
             while not self._stop.is_set():
                 self._collect()
+                self._resume_recovered()
+                self._recheck_halted()
                 batch = self.consumer.consume(num_messages=CONSUME_BATCH, timeout=0.2)
                 now = time.monotonic()
                 for msg in batch:
                     err = msg.error()
                     if err is not None:
-                        if err.code() != KafkaError._PARTITION_EOF:
-                            log.warning("consumer error: %s", err)
+                        self._consumer_error(msg, err)
                         continue
                     topic = msg.topic()
+                    if topic in self._paused_until:
+                        continue  # dropped: the topic re-reads from its tables after the backoff
+                    key = (topic, msg.partition())
+                    offset = msg.offset()
+                    expected = self._next.get(key)
+                    if expected is None and key not in self._cursor:
+                        continue  # not (or no longer) ours
+                    if expected is not None and offset < expected:
+                        continue  # delivered from before the last seek
                     buf = self._buffers[topic]
                     if not len(buf):
                         self._first_at[topic] = now
-                    buf.add(msg.partition(), msg.offset(), msg.timestamp()[1], msg.value())
+                    buf.add(msg.partition(), offset, msg.timestamp()[1], msg.value())
+                    self._next[key] = offset + 1
                 self.stats.consumed += len(batch)
                 if batch and self.stats.first_message_at is None:
                     self.stats.first_message_at = now
@@ -149,19 +196,20 @@ class StreamWorker:
                     ):
                         self._submit(topic)
             for topic in self.topics:  # graceful stop: commit what we hold
-                self._submit(topic)
+                if topic not in self._paused_until:
+                    self._submit(topic)
             self._flusher.drain()
-            self._collect(reseek=False)
+            self._collect(recover=False)
         finally:
             self._flusher.close()
             self.consumer.close()
-            self._dlq.flush(10)
+            self._dlq.flush(5)
         return self.stats
 
-    # -- flushing --------------------------------------------------------------------------
+    # -- batches ---------------------------------------------------------------------------
 
     def _submit(self, topic: str, partitions: set[int] | None = None) -> None:
-        """Hand the buffered batch of ``topic`` (or of some partitions) to the flusher thread."""
+        """Cut the buffered batch of ``topic`` (or of some partitions) with its span; hand it to the flusher."""
         buf = self._buffers[topic]
         if not len(buf):
             return
@@ -170,34 +218,71 @@ class StreamWorker:
         else:
             keep = RawMessages(topic)
         self._buffers[topic] = keep
-        if len(buf):
-            self._flusher.submit(topic, buf)
+        if not len(buf):
+            return
+        ends: dict[int, int] = {}
+        for p, o in zip(buf.partitions, buf.offsets):
+            ends[p] = o + 1  # offsets ascend per partition
+        span: dict[int, tuple[int | None, int]] = {}
+        for p, end in ends.items():
+            span[p] = (self._cursor.get((topic, p)), end)
+            self._cursor[(topic, p)] = end
+        self._flusher.submit(topic, buf, span)
 
-    def _collect(self, reseek: bool = True) -> None:
-        """Handle finished flushes. After an offset mismatch, wait for every flush in flight first: the
-        table state is reloaded only when no other thread touches it, so no stale batch can follow."""
-        mismatched: dict[str, set[int]] = {}
-        while True:
-            for topic, buf, outcome in self._flusher.finished():
-                if isinstance(outcome, OffsetMismatch):
-                    self.stats.mismatches += 1
-                    log.warning("%s", outcome)
-                    if self.metrics is not None:
-                        self.metrics.commit_failed(outcome.table)
-                    mismatched.setdefault(topic, set()).update(buf.partitions)
-                elif isinstance(outcome, BaseException):
-                    raise RuntimeError(f"flushing {topic} failed") from outcome
+    def _collect(self, recover: bool = True) -> None:
+        """Handle finished batches. A failed one puts its topic into recovery (see ``_fail``)."""
+        for topic, outcome in self._flusher.finished():
+            if isinstance(outcome, BaseException):
+                if recover:
+                    self._fail(topic, outcome)
                 else:
-                    self._flushed(outcome)
-            if not mismatched or self._flusher.idle():
-                break
-            self._flusher.drain()
-        if reseek:
-            for topic, parts in mismatched.items():
-                self._reseek(topic, sorted(parts))
+                    log.warning("%s: batch not committed while stopping or handing over: %s", topic, outcome)
+            else:
+                self._flushed(outcome)
+
+    def _fail(self, topic: str, exc: BaseException) -> None:
+        """A batch of ``topic`` failed: stop the topic, drop what it holds, re-read after a backoff."""
+        self.stats.failures += 1
+        reason = failure_reason(exc)
+        failures = self._failures.get(topic, 0) + 1
+        self._failures[topic] = failures
+        if failures > MAX_CONSECUTIVE_FAILURES:
+            raise RuntimeError(f"{topic}: {failures} consecutive failed batches, last: {exc}") from exc
+        delay = min(self.settings.recovery_backoff_max_s, 0.5 * 2 ** (failures - 1))
+        log.warning(
+            "%s: batch failed (%s: %s); dropping what the worker holds, re-reading from the tables in %.1f s",
+            topic, reason, exc, delay,
+        )
+        if self.metrics is not None:
+            self.metrics.recovered(topic, reason)
+            table = getattr(exc, "table", None)
+            if table is not None:
+                self.metrics.commit_failed(table)
+        self._paused_until[topic] = time.monotonic() + delay
+        self._buffers[topic] = RawMessages(topic)
+        self._pause(topic)
+
+    def _resume_recovered(self) -> None:
+        """Topics whose backoff is over: once nothing is in flight, seek from the tables and go on."""
+        if not any(at <= time.monotonic() for at in self._paused_until.values()):
+            return
+        self._flusher.drain()  # batches queued before the failure finish (or fail) first
+        self._collect()
+        now = time.monotonic()
+        for topic in [t for t, at in self._paused_until.items() if at <= now]:
+            self._buffers[topic] = RawMessages(topic)
+            owned = [tp.partition for tp in self.consumer.assignment() if tp.topic == topic]
+            try:
+                self._seek_from_tables(topic, owned)
+            except Exception as exc:  # the catalog is still away: back off again
+                self._fail(topic, exc)
+                continue
+            del self._paused_until[topic]  # the failure count stays until a batch commits
+            self._resume(topic, owned)
 
     def _flushed(self, result: FlushResult) -> None:
-        pipeline = self.pipelines[result.topic]
+        sink = self.sinks[result.topic]
+        self._failures.pop(result.topic, None)
         self.stats.flushed_messages += result.messages
         self.stats.commits += len(result.commits)
         if self._keep_results:
@@ -212,7 +297,7 @@ class StreamWorker:
         if self._on_flush is not None:
             self._on_flush(result)
         # Group offsets follow the tables (lag visibility only; never read back).
-        positions = [TopicPartition(result.topic, p, o) for p, o in self._group_positions(pipeline).items()]
+        positions = [TopicPartition(result.topic, p, o) for p, o in sink.positions.items() if o is not None]
         if positions:
             try:
                 self.consumer.commit(offsets=positions, asynchronous=True)
@@ -230,122 +315,221 @@ class StreamWorker:
             m.observe_commit(c.table, c.seconds, c.rows)
             if c.newest_event_us is not None:
                 m.set_freshness(c.table, c.newest_event_us / 1_000_000)
-        silver = self.pipelines[result.topic].silver_table
+        silver = self.sinks[result.topic].silver_table
         if result.duplicates and silver is not None:
             m.deduplicated(silver.name, result.duplicates)
 
+    # -- positions, seeks, halted partitions ------------------------------------------------
+
+    def _seek_from_tables(self, topic: str, partitions: list[int], seek: bool = True) -> list[TopicPartition]:
+        """Read where the tables end, check those offsets still exist in Kafka, seek (or return) them.
+
+        Partitions whose recorded offset is outside ``[log start, end]`` are halted instead.
+        """
+        positions = self.sinks[topic].assign(partitions)
+        out = []
+        for p, offset in positions.items():
+            key = (topic, p)
+            problem = self._offset_problem(topic, p, offset)
+            if problem is not None:
+                self._halt(topic, p, problem)
+                continue
+            self._unhalt(topic, p)
+            self._cursor[key] = offset
+            self._next.pop(key, None)
+            if offset is not None:
+                self._next[key] = offset
+            tp = TopicPartition(topic, p, OFFSET_BEGINNING if offset is None else offset)
+            if seek:
+                self.consumer.seek(tp)
+            out.append(tp)
+        return out
+
+    def _offset_problem(self, topic: str, partition: int, offset: int | None) -> str | None:
+        if offset is None:
+            return None
+        low, high = self._watermarks(topic, partition)
+        if offset > high:
+            return (f"the lake records offset {offset} but the partition ends at {high} "
+                    "(topic deleted and recreated, or its offsets reset)")
+        if offset < low:
+            return (f"the lake records offset {offset} but the partition starts at {low} "
+                    f"(retention deleted {low - offset} unread messages)")
+        return None
+
+    def _watermarks(self, topic: str, partition: int) -> tuple[int, int]:
+        for attempt in range(1, WATERMARK_ATTEMPTS + 1):
+            try:
+                low, high = self.consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=5, cached=False)
+                return int(low), int(high)
+            except KafkaException as exc:
+                err = exc.args[0] if exc.args else None
+                if attempt == WATERMARK_ATTEMPTS or (isinstance(err, KafkaError) and not _retriable(err)):
+                    raise
+                time.sleep(0.2 * 2**attempt)
+        raise AssertionError("unreachable")
+
+    def _halt(self, topic: str, partition: int, why: str) -> None:
+        key = (topic, partition)
+        if key not in self._halted:
+            log.error("%s[%d] halted: %s. Nothing of it is consumed until a new start is recorded: "
+                      "ticklake reset-offsets --topic %s --partition %d --to earliest|latest|<offset>",
+                      topic, partition, why, topic, partition)
+        self._halted[key] = why
+        self._cursor.pop(key, None)
+        self._next.pop(key, None)
+        self._buffers[topic] = _split(self._buffers[topic], {partition})[1]
+        if self.metrics is not None:
+            self.metrics.set_halted(topic, partition, True)
+        try:
+            self.consumer.pause([TopicPartition(topic, partition)])
+        except KafkaException as exc:
+            log.debug("pause %s[%d]: %s", topic, partition, exc)
+
+    def _unhalt(self, topic: str, partition: int) -> None:
+        if self._halted.pop((topic, partition), None) is not None:
+            log.warning("%s[%d] resumed from its recorded offset", topic, partition)
+            if self.metrics is not None:
+                self.metrics.set_halted(topic, partition, False)
+            self.consumer.resume([TopicPartition(topic, partition)])
+
+    def _recheck_halted(self) -> None:
+        now = time.monotonic()
+        if not self._halted or now < self._halted_check_due:
+            return
+        self._halted_check_due = now + HALTED_RECHECK_S
+        by_topic: dict[str, list[int]] = {}
+        for topic, p in self._halted:
+            by_topic.setdefault(topic, []).append(p)
+        for topic, parts in by_topic.items():
+            try:
+                self._seek_from_tables(topic, parts)
+            except Exception as exc:
+                log.warning("%s: re-checking halted partitions failed: %s", topic, exc)
+
+    def halted(self) -> dict[tuple[str, int], str]:
+        return dict(self._halted)
+
+    def _consumer_error(self, msg: object, err: KafkaError) -> None:
+        if err.code() == KafkaError._AUTO_OFFSET_RESET:
+            topic, partition = msg.topic(), msg.partition()  # type: ignore[attr-defined]
+            if topic in self.sinks and partition is not None and partition >= 0:
+                self._halt(topic, partition, f"the consumer's offset is out of range ({err.str()})")
+                return
+        if err.code() != KafkaError._PARTITION_EOF:
+            log.warning("consumer error: %s", err)
+
+    def _pause(self, topic: str) -> None:
+        tps = [tp for tp in self.consumer.assignment() if tp.topic == topic]
+        if tps:
+            try:
+                self.consumer.pause(tps)
+            except KafkaException as exc:
+                log.debug("pause %s: %s", topic, exc)
+
+    def _resume(self, topic: str, partitions: list[int]) -> None:
+        tps = [TopicPartition(topic, p) for p in partitions if (topic, p) not in self._halted]
+        if tps:
+            self.consumer.resume(tps)
+
     def _report_lag(self) -> None:
-        """Lag per owned partition = high watermark − offset the slowest table recorded; pushed if configured."""
+        """Lag per owned partition = high watermark − where the slowest table ends; pushed if configured."""
         assert self.metrics is not None
-        for topic, pipeline in self.pipelines.items():
-            for p, position in self._group_positions(pipeline).items():
+        for topic, sink in self.sinks.items():
+            for p, position in list(sink.positions.items()):
                 try:
-                    _, high = self.consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=2, cached=False)
+                    _, high = self._watermarks(topic, p)
                 except KafkaException:
                     continue
-                self.metrics.set_lag(topic, p, high - position)
+                self.metrics.set_lag(topic, p, high - (position or 0))
         if self.settings.pushgateway_url:
             try:
                 self.metrics.push_lag(self.settings.pushgateway_url)
-            except RuntimeError as exc:
+            except Exception as exc:  # monitoring is a side effect: never fail the data path
                 log.warning("%s", exc)
-
-    @staticmethod
-    def _group_positions(pipeline: TopicPipeline) -> dict[int, int]:
-        out: dict[int, int] = {}
-        for p in pipeline.owned():
-            values = [pipeline.expected[t.name].get(p) for t in pipeline.main_tables]
-            if all(v is not None for v in values):
-                out[p] = min(values)  # type: ignore[type-var]
-        return out
-
-    def _reseek(self, topic: str, partitions: list[int]) -> None:
-        """After an offset mismatch: reload what the tables recorded and read again from there."""
-        pipeline = self.pipelines[topic]
-        pipeline.forget(partitions)
-        self._buffers[topic] = _split(self._buffers[topic], set(partitions))[1]
-        owned = {tp.partition for tp in self.consumer.assignment() if tp.topic == topic}
-        positions = pipeline.assign([p for p in partitions if p in owned])
-        for p, offset in positions.items():
-            try:
-                self.consumer.seek(TopicPartition(topic, p, OFFSET_BEGINNING if offset is None else offset))
-            except KafkaException as exc:  # not ours any more: the rebalance will sort it out
-                log.info("seek %s[%d] skipped: %s", topic, p, exc)
 
     # -- rebalance callbacks ---------------------------------------------------------------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._flusher.drain()  # table state is reloaded below: nothing may be committing meanwhile
-        self._collect(reseek=False)
+        self._flusher.drain()  # positions are read below: nothing may be committing meanwhile
+        self._collect()
         by_topic: dict[str, list[int]] = {}
         for tp in partitions:
             by_topic.setdefault(tp.topic, []).append(tp.partition)
-        assigned = []
+        assigned: list[TopicPartition] = []
         for topic, parts in by_topic.items():
-            for p, offset in self.pipelines[topic].assign(parts).items():
-                assigned.append(TopicPartition(topic, p, OFFSET_BEGINNING if offset is None else offset))
+            try:
+                assigned += self._seek_from_tables(topic, parts, seek=False)
+            except Exception as exc:  # catalog away: take the partitions, then recover like a failed batch
+                log.warning("%s: reading positions on assignment failed: %s", topic, exc)
+                assigned += [TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts]
+                self._fail(topic, exc)
+        halted = [TopicPartition(t, p) for (t, p) in self._halted]
         log.info("assigned %s", {t: sorted(p) for t, p in by_topic.items()})
-        consumer.assign(assigned)
+        consumer.assign(assigned + [tp for tp in halted if (tp.topic, tp.partition) not in {(a.topic, a.partition) for a in assigned}])
+        if halted:
+            consumer.pause(halted)
+        for topic in by_topic:
+            if topic in self._paused_until:
+                self._pause(topic)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         by_topic: dict[str, set[int]] = {}
         for tp in partitions:
             by_topic.setdefault(tp.topic, set()).add(tp.partition)
         for topic, parts in by_topic.items():
-            self._submit(topic, parts)  # best effort: commit what we hold before letting go
+            if topic not in self._paused_until:
+                self._submit(topic, parts)  # best effort: commit what we hold before letting go
         self._flusher.drain()
-        self._collect(reseek=False)  # a mismatch here just drops the batch: the partition is leaving
+        self._collect(recover=False)  # a failure here just drops the batch: the partition is leaving
         for topic, parts in by_topic.items():
-            self.pipelines[topic].forget(parts)
-            if self.metrics is not None:
-                for p in parts:
+            self.sinks[topic].release(parts)
+            self._buffers[topic] = _split(self._buffers[topic], parts)[1]
+            for p in parts:
+                self._cursor.pop((topic, p), None)
+                self._next.pop((topic, p), None)
+                if self._halted.pop((topic, p), None) is not None and self.metrics is not None:
+                    self.metrics.set_halted(topic, p, False)
+                if self.metrics is not None:
                     self.metrics.drop_lag(topic, p)
         log.info("revoked %s", {t: sorted(p) for t, p in by_topic.items()})
         consumer.unassign()
 
-    # -- dead letters ----------------------------------------------------------------------
 
-    def _publish_dead_letters(self, rows) -> None:  # type: ignore[no-untyped-def]
-        """Mirror committed dead letters to ``dlq.<topic>`` (at least once; the Iceberg table is exact)."""
-        for row in rows.to_pylist():
-            self._dlq.produce(
-                dead_letter_topic(row["source_topic"]),
-                value=row["payload"],
-                headers={
-                    "reason": row["reason"].encode(),
-                    "source.topic": row["source_topic"].encode(),
-                    "source.partition": str(row["kafka_partition"]).encode(),
-                    "source.offset": str(row["kafka_offset"]).encode(),
-                },
-            )
-        self._dlq.poll(0)
+def _retriable(err: KafkaError) -> bool:
+    return bool(err.retriable()) or err.code() in (
+        KafkaError._TRANSPORT,
+        KafkaError._TIMED_OUT,
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.FENCED_LEADER_EPOCH,
+        KafkaError.UNKNOWN_LEADER_EPOCH,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    )
 
 
 class _Flusher:
-    """Flushes batches on one background thread, in submission order.
+    """Commits batches on one background thread, in submission order.
 
     Decoding (polars), Parquet writing (Arrow) and catalog I/O release the GIL for much of their time, so
     the next batch is consumed while this one commits. At most one batch waits while one is in flight.
     """
 
-    def __init__(self, flush: Callable[[str, RawMessages], FlushResult]) -> None:
+    def __init__(self, flush: Callable[[str, RawMessages, dict[int, tuple[int | None, int]]], FlushResult]) -> None:
         self._flush = flush
-        self._jobs: queue.Queue[tuple[str, RawMessages] | None] = queue.Queue(maxsize=1)
-        self._done: queue.Queue[tuple[str, RawMessages, FlushResult | BaseException]] = queue.Queue()
+        self._jobs: queue.Queue[tuple[str, RawMessages, dict[int, tuple[int | None, int]]] | None] = queue.Queue(maxsize=1)
+        self._done: queue.Queue[tuple[str, FlushResult | BaseException]] = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name="flusher", daemon=True)
         self._thread.start()
 
-    def submit(self, topic: str, buf: RawMessages) -> None:
-        self._jobs.put((topic, buf))
+    def submit(self, topic: str, buf: RawMessages, span: dict[int, tuple[int | None, int]]) -> None:
+        self._jobs.put((topic, buf, span))
 
     def drain(self) -> None:
-        """Wait until every submitted batch is flushed (its outcome is then in ``finished()``)."""
+        """Wait until every submitted batch is done (its outcome is then in ``finished()``)."""
         self._jobs.join()
 
-    def idle(self) -> bool:
-        return self._jobs.unfinished_tasks == 0
-
-    def finished(self) -> list[tuple[str, RawMessages, FlushResult | BaseException]]:
+    def finished(self) -> list[tuple[str, FlushResult | BaseException]]:
         out = []
         while True:
             try:
@@ -363,12 +547,12 @@ class _Flusher:
             if job is None:
                 self._jobs.task_done()
                 return
-            topic, buf = job
+            topic, buf, span = job
             try:
-                outcome: FlushResult | BaseException = self._flush(topic, buf)
+                outcome: FlushResult | BaseException = self._flush(topic, buf, span)
             except BaseException as exc:  # handed to the consumer thread, which decides
                 outcome = exc
-            self._done.put((topic, buf, outcome))
+            self._done.put((topic, outcome))
             self._jobs.task_done()
 
 

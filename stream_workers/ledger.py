@@ -1,25 +1,36 @@
-"""The exactly-once commit rule for one Iceberg table fed from Kafka.
+"""The exactly-once rule, for one Iceberg table fed from Kafka: a batch commits only where the table ends.
 
-A streaming table carries, in every snapshot summary, the next Kafka offset of each partition it has
-consumed (``schemas.offsets``). ``LedgerTable.commit`` appends a batch only if, for every partition in
-the batch, the offset recorded in the table's *current* snapshot is exactly the one this worker expects
-(where the batch starts). Because the catalog swaps metadata with compare-and-set, a concurrent writer
-makes our commit fail (``CommitFailedException``): we refresh, re-check the rule and retry. A worker that
-lost its partitions in a rebalance (a zombie) therefore finds the new owner's offsets and gets
-``OffsetMismatch`` instead of committing: its batch is dropped and it re-seeks from the table.
+Every streaming commit records in its snapshot summary the *next* offset of each Kafka partition the
+table has consumed (``schemas.offsets``). A batch read from Kafka covers, per partition, the offsets
+``[start, end)`` the consumer delivered contiguously from ``start`` (``start`` is ``None`` when the
+partition was read from its very beginning). ``batch_plan`` is the whole rule:
+
+* the table records ``r >= end``: it already holds this part of the batch; nothing to do;
+* ``start <= r < end`` (or the table records nothing and the batch starts at the beginning): commit the
+  rows with offset ``>= r`` and record ``end``;
+* otherwise (``r < start``, or the table records nothing but the batch starts later): the batch begins
+  past the table's end. Committing it would skip ``[r, start)`` for good, so it raises ``OffsetGap``.
+
+The rule compares the batch with the table's *current* metadata, which is also the base the catalog's
+compare-and-set checks at commit: what the worker believes never enters into it. A lost commit, a
+zombie after a rebalance, a queued batch after a failed one, a crash between two tables' commits: each
+ends either in a commit exactly at the table's end or in no commit. Sidecar tables (dead letters,
+rejects) only receive rows when they have some, so their recorded offsets may lag; for them only the
+"already holds it" half applies (rows are a pure function of their offsets, written before the table
+they belong to, so the main table's rule keeps them complete).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
+import numpy as np
 import pyarrow as pa
-import pyarrow.compute  # noqa: F401  (pa.compute)
+import pyarrow.compute as pc
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.expressions import BooleanExpression
@@ -28,7 +39,7 @@ from pyiceberg.table import Table
 from schemas.offsets import (
     COUNTERS_PROPERTY,
     OFFSETS_PROPERTY,
-    TopicOffsets,
+    encode_counters,
     encode_offsets,
     recorded_counters,
     recorded_offsets,
@@ -38,18 +49,72 @@ from schemas.tables.spec import TableSpec, ensure_table
 log = logging.getLogger(__name__)
 
 MAX_COMMIT_ATTEMPTS = 20
+SCHEMA_UPDATE_ATTEMPTS = 10
+
+# partition -> (first offset the batch covers, or None = from the partition's beginning; next offset after it)
+BatchSpan = Mapping[int, tuple[int | None, int]]
 
 
-class OffsetMismatch(RuntimeError):
-    """The table's recorded offsets are not where this batch starts: someone else owns the partition now."""
+class OffsetGap(RuntimeError):
+    """A batch starts past where the table ends: committing it would lose ``[recorded, start)``."""
 
-    def __init__(self, table: str, topic: str, partition: int, expected: int | None, recorded: int | None) -> None:
+    def __init__(self, table: str, topic: str, partition: int, start: int | None, recorded: int | None) -> None:
         super().__init__(
-            f"{table}: {topic}[{partition}] recorded offset is {recorded}, batch expected {expected}; "
-            "dropping the batch and re-seeking from the table"
+            f"{table}: {topic}[{partition}] ends at offset {recorded if recorded is not None else '(nothing yet)'} "
+            f"but the batch starts at {start}; refusing to commit past the gap (the worker re-reads from the table)"
         )
         self.table, self.topic, self.partition = table, topic, partition
-        self.expected, self.recorded = expected, recorded
+        self.start, self.recorded = start, recorded
+
+
+class CommitConflicts(RuntimeError):
+    """Lost the compare-and-set race too many times in a row."""
+
+
+def batch_plan(
+    table: str, topic: str, span: BatchSpan, recorded: Mapping[int, int], sidecar: bool = False
+) -> dict[int, int | None]:
+    """The exactly-once rule: partition -> offset from which the table still needs the batch's rows.
+
+    Partitions the table already holds are left out; a partition whose batch starts past the table's
+    end raises ``OffsetGap`` (never for a sidecar, see the module docstring).
+    """
+    todo: dict[int, int | None] = {}
+    for partition, (start, end) in span.items():
+        r = recorded.get(partition)
+        if r is not None and r >= end:
+            continue
+        starts_at_end = start is None or (r is not None and start <= r)
+        if not starts_at_end and not sidecar:
+            raise OffsetGap(table, topic, partition, start, r)
+        todo[partition] = r
+    return todo
+
+
+def rows_from(rows: pa.Table, todo: Mapping[int, int | None]) -> pa.Table:
+    """The rows of partitions in ``todo`` at or after the offset the table still needs from."""
+    if rows.num_rows == 0 or not todo:
+        return rows.slice(0, 0)
+    partitions = rows.column("kafka_partition").to_numpy()
+    offsets = rows.column("kafka_offset").to_numpy()
+    size = max(int(partitions.max()), max(todo)) + 1
+    threshold = np.full(size, np.iinfo(np.int64).max, dtype=np.int64)  # partitions not in todo: nothing
+    for p, r in todo.items():
+        threshold[p] = -1 if r is None else r
+    return rows.filter(pa.array(offsets >= threshold[partitions]))
+
+
+@dataclass(frozen=True)
+class TablePlan:
+    """What one commit writes: rows to append, rows to delete in the same transaction, counters to add."""
+
+    rows: pa.Table
+    delete: BooleanExpression | None = None
+    counters: Mapping[str, int] = field(default_factory=dict)
+
+
+# Given the rows the table still needs (after the rule), decide the commit on the table's current state.
+Planner = Callable[[Table, pa.Table], TablePlan]
 
 
 @dataclass(frozen=True)
@@ -61,19 +126,22 @@ class CommitResult:
     attempts: int
     offsets: dict[int, int]
     newest_event_us: int | None = None
+    plan: TablePlan | None = None
 
 
 class LedgerTable:
-    """One streaming Iceberg table and the offsets this worker expects it to have recorded."""
+    """One streaming Iceberg table whose commits obey ``batch_plan``."""
 
     def __init__(
         self,
         catalog: Catalog,
         spec: TableSpec,
+        sidecar: bool = False,
         expire_every_commits: int = 50,
         keep_snapshots: int = 20,
     ) -> None:
         self.spec = spec
+        self.sidecar = sidecar
         self.table: Table = ensure_table(catalog, spec)
         if self.table.properties.get("commit.retry.num-retries") != "0":
             # Tables created before the property existed: never let pyiceberg retry behind our back.
@@ -88,51 +156,46 @@ class LedgerTable:
         return self.spec.name
 
     def recorded(self, topic: str, refresh: bool = True) -> dict[int, int]:
+        """Next offset per partition of ``topic`` as the table's current snapshot records it."""
         if refresh:
             self.table.refresh()
         return recorded_offsets(self.table).get(topic, {})
 
-    def commit(
-        self,
-        topic: str,
-        rows: pa.Table,
-        expected: Mapping[int, int | None],
-        next_offsets: Mapping[int, int],
-        replace: Callable[[pa.Table], BooleanExpression | None] | None = None,
-        counters: Mapping[str, int] | None = None,
-    ) -> CommitResult:
-        """Append ``rows`` and record ``next_offsets`` iff the table still records ``expected``.
+    def commit(self, topic: str, span: BatchSpan, rows: pa.Table, planner: Planner | None = None) -> CommitResult | None:
+        """Commit the part of a batch the table does not hold yet, or nothing; ``None`` if nothing was due.
 
-        ``replace`` (used for silver corrections) returns a row filter to delete in the same
-        transaction, so a corrected key is swapped atomically with the offsets that carried it.
+        Raises ``OffsetGap`` (the batch starts past the table's end), ``CommitConflicts``, or whatever the
+        catalog or storage raised: in every such case nothing of this batch was committed by this call,
+        or (state unknown) the table's recorded offsets say what was.
         """
         started = time.perf_counter()
-        rows = self._conform(rows)
         for attempt in range(1, MAX_COMMIT_ATTEMPTS + 1):
-            current: TopicOffsets = recorded_offsets(self.table)
-            mine = current.get(topic, {})
-            for partition, want in expected.items():
-                if mine.get(partition) != want:
-                    raise OffsetMismatch(self.name, topic, partition, want, mine.get(partition))
-            merged = {**current, topic: {**mine, **next_offsets}}
-            properties = {OFFSETS_PROPERTY: encode_offsets(merged)}
-            if counters:
+            offsets = recorded_offsets(self.table)
+            mine = offsets.get(topic, {})
+            todo = batch_plan(self.name, topic, span, mine, sidecar=self.sidecar)
+            needed = rows_from(rows, todo)
+            if not todo or (self.sidecar and needed.num_rows == 0):
+                return None
+            plan = planner(self.table, needed) if planner is not None else TablePlan(needed)
+            data = self._conform(plan.rows)
+            ends = {p: span[p][1] for p in todo}
+            properties = {OFFSETS_PROPERTY: encode_offsets({**offsets, topic: {**mine, **ends}})}
+            if plan.counters:
                 totals = recorded_counters(self.table)
                 mine_totals = totals.setdefault(topic, {})
-                for name, n in counters.items():
+                for name, n in plan.counters.items():
                     mine_totals[name] = mine_totals.get(name, 0) + int(n)
-                properties[COUNTERS_PROPERTY] = json.dumps(totals, sort_keys=True, separators=(",", ":"))
+                properties[COUNTERS_PROPERTY] = encode_counters(totals)
             try:
-                delete_filter = replace(rows) if replace is not None else None
-                if delete_filter is not None:
+                if plan.delete is not None:
                     with self.table.transaction() as tx:
-                        tx.delete(delete_filter, snapshot_properties=properties)
-                        if rows.num_rows:
-                            tx.append(rows, snapshot_properties=properties)
+                        tx.delete(plan.delete, snapshot_properties=properties)
+                        if data.num_rows:
+                            tx.append(data, snapshot_properties=properties)
                 else:
-                    self.table.append(rows, snapshot_properties=properties)
+                    self.table.append(data, snapshot_properties=properties)
             except CommitFailedException:
-                # Another writer (worker, compaction) committed first: look again.
+                # Another writer (worker, compaction) committed first: look again from its state.
                 time.sleep(random.uniform(0.01, 0.05) * attempt)
                 self.table.refresh()
                 continue
@@ -141,24 +204,49 @@ class LedgerTable:
             snapshot = self.table.current_snapshot()
             return CommitResult(
                 table=self.name,
-                rows=rows.num_rows,
+                rows=data.num_rows,
                 snapshot_id=None if snapshot is None else snapshot.snapshot_id,
                 seconds=time.perf_counter() - started,
                 attempts=attempt,
-                offsets=dict(next_offsets),
-                newest_event_us=_newest_event_us(rows),
+                offsets=ends,
+                newest_event_us=_newest_event_us(data),
+                plan=plan,
             )
-        raise RuntimeError(f"{self.name}: gave up after {MAX_COMMIT_ATTEMPTS} conflicting commits on {topic}")
+        raise CommitConflicts(f"{self.name}: gave up after {MAX_COMMIT_ATTEMPTS} conflicting commits on {topic}")
+
+    def record_offsets(self, topic: str, offsets: Mapping[int, int], note: Mapping[str, str]) -> int | None:
+        """Record new next offsets without rows (the operator's ``ticklake reset-offsets``); returns the snapshot id.
+
+        The one write that moves a table's end on purpose; ``note`` goes into the snapshot summary so
+        the history says who moved it, from where and why.
+        """
+        self.table.refresh()
+        current = recorded_offsets(self.table)
+        merged = {**current, topic: {**current.get(topic, {}), **offsets}}
+        self.table.append(self.spec.empty(), snapshot_properties={OFFSETS_PROPERTY: encode_offsets(merged), **note})
+        snapshot = self.table.current_snapshot()
+        return None if snapshot is None else snapshot.snapshot_id
 
     def _conform(self, rows: pa.Table) -> pa.Table:
-        """Evolve the table for new optional columns, then shape rows to the table's columns."""
-        schema = self.table.schema().as_arrow()
-        new_columns = [f for f in rows.schema if f.name not in schema.names]
-        if new_columns:
-            with self.table.update_schema() as update:
-                update.union_by_name(pa.schema([f.with_nullable(True) for f in new_columns]))
-            log.info("%s: schema evolved, added %s", self.name, [f.name for f in new_columns])
+        """Evolve the table for new optional columns, then shape rows to the table's columns.
+
+        Several workers may evolve the same table at once: the loser of that compare-and-set refreshes
+        and finds the column already there.
+        """
+        for _ in range(SCHEMA_UPDATE_ATTEMPTS):
             schema = self.table.schema().as_arrow()
+            new_columns = [f for f in rows.schema if f.name not in schema.names]
+            if not new_columns:
+                break
+            try:
+                with self.table.update_schema() as update:
+                    update.union_by_name(pa.schema([f.with_nullable(True) for f in new_columns]))
+                log.info("%s: schema evolved, added %s", self.name, [f.name for f in new_columns])
+            except CommitFailedException:
+                time.sleep(random.uniform(0.01, 0.1))
+                self.table.refresh()
+        else:
+            raise CommitConflicts(f"{self.name}: could not evolve the schema in {SCHEMA_UPDATE_ATTEMPTS} attempts")
         columns = []
         for f in schema:
             if f.name in rows.schema.names:
@@ -180,10 +268,11 @@ class LedgerTable:
             self.table.refresh()  # someone else committed; expiry is retried next round
         except Exception as exc:  # expiry is housekeeping: never fail a worker for it
             log.warning("%s: snapshot expiry failed: %s", self.name, exc)
+            self.table.refresh()
 
 
 def _newest_event_us(rows: pa.Table) -> int | None:
     if rows.num_rows == 0 or "event_timestamp" not in rows.column_names:
         return None
-    newest = pa.compute.max(rows["event_timestamp"]).cast(pa.int64()).as_py()
+    newest = pc.max(rows["event_timestamp"]).cast(pa.int64()).as_py()
     return None if newest is None else int(newest)

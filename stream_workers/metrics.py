@@ -46,6 +46,9 @@ METRIC_NAMES: tuple[str, ...] = (
     "ticklake_rows_deduplicated",
     "ticklake_messages_dead_lettered",
     "ticklake_commit_failures",
+    "ticklake_batch_recoveries",
+    "ticklake_partition_halted",
+    "ticklake_dead_letter_delivery_failures",
     "ticklake_commit_duration_seconds",
     "ticklake_batch_rows",
     "ticklake_last_commit_timestamp_seconds",
@@ -137,6 +140,25 @@ class WorkerMetrics:
             ["table"],
             registry=registry,
         )
+        self._recoveries = Counter(
+            "ticklake_batch_recoveries",
+            "Batches dropped after a failure (commit, catalog, storage, dead-letter delivery, offset gap); "
+            "the worker then re-read from the tables.",
+            ["topic", "reason"],
+            registry=registry,
+        )
+        self._halted = Gauge(
+            "ticklake_partition_halted",
+            "1 while a partition is not consumed because its recorded offset no longer exists in Kafka "
+            "(run ticklake reset-offsets).",
+            ["topic", "partition"],
+            registry=registry,
+        )
+        self._dlq_failures = Counter(
+            "ticklake_dead_letter_delivery_failures",
+            "Dead letters the broker did not confirm on dlq.<topic> (their batch was retried).",
+            registry=registry,
+        )
         self._commit_seconds = Histogram(
             "ticklake_commit_duration_seconds",
             "Wall time of one successful Iceberg commit, including retries.",
@@ -194,6 +216,15 @@ class WorkerMetrics:
         self._commit_seconds.labels(table=table).observe(seconds)
         self._batch_rows.labels(table=table).observe(rows)
         self._last_commit.labels(table=table).set(self._clock())
+
+    def recovered(self, topic: str, reason: str) -> None:
+        self._recoveries.labels(topic=topic, reason=reason).inc()
+
+    def set_halted(self, topic: str, partition: int, halted: bool) -> None:
+        self._halted.labels(topic=topic, partition=str(partition)).set(1 if halted else 0)
+
+    def dead_letters_undelivered(self, n: int) -> None:
+        self._dlq_failures.inc(n)
 
     def commit_failed(self, table: str) -> None:
         self._commit_failures.labels(table=table).inc()

@@ -115,3 +115,22 @@ RULES: dict[str, Callable[[pa.Table], Cleaned]] = {
     RAW_ORDERBOOK: clean_orderbook,
     RAW_MARKETDATA: clean_market_data,
 }
+
+
+def clean(topic: str, bronze: pa.Table, not_after_us: int) -> Cleaned:
+    """The topic's rules, after the one every topic shares: an event time beyond ``not_after_us`` (the
+    clock plus the allowed skew) is implausible and rejected as ``event_time_in_future``, so one bad
+    clock can neither land in silver nor steer any window."""
+    limit = pa.scalar(not_after_us, pa.int64())
+    rows, rejected, rules = _run(
+        bronze,
+        [("event_time_in_future", lambda t: pc.greater(pc.cast(t["event_timestamp"], pa.int64()), limit))],
+    )
+    topical = RULES[topic](rows)
+    if rejected.num_rows == 0:
+        return topical
+    return Cleaned(
+        topical.rows,
+        pa.concat_tables([rejected, topical.rejected], promote_options="permissive"),
+        pa.concat_arrays([rules, topical.rule]),
+    )

@@ -1,199 +1,286 @@
 """Silver stage: clean bronze rows, drop duplicates, turn corrections into replacements.
 
-Dedupe state (business key → event time of the row silver holds) is rebuilt from silver itself when a
-partition is assigned, for a recent window of event time, and updated only after a silver commit
-succeeded: a crash or rebalance can never leave state that silver does not back.
+Dedupe asks "does silver already hold this key, and with which event time and day?". ``SilverIndex``
+answers from memory for whole trading days of silver, kept in step with the table itself: before each
+plan it reads the rows other writers (workers on other partitions, the same key arriving on another
+partition) added since the snapshot it last saw, and the plan is made on the snapshot the commit's
+compare-and-set is based on. Which days are held follows the wall clock (the last
+``dedupe_window_hours``), never the largest event time the data brought; a row of an older day (a
+history replay, a late duplicate) loads that day from silver on demand. A duplicate or a correction
+therefore never lands twice, wherever and whenever it arrives.
+
+``plan_silver`` is a pure step: bronze rows + index in, a ``SilverPlan`` value out (rows, rejects,
+duplicates, the old rows a correction replaces, by the day they live on).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-from dataclasses import dataclass
-from typing import Callable, Iterable
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Iterable
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyiceberg.catalog import Catalog
+import pyarrow.parquet as pq
 from pyiceberg.expressions import And, BooleanExpression, EqualTo, In, Or
+from pyiceberg.manifest import DataFileContent, ManifestEntryStatus
+from pyiceberg.table import Table
 
-from schemas.settings import Settings
+from schemas.offsets import snapshot_ancestry
 from schemas.tables.bronze import KAFKA_COORDINATES
-from schemas.tables.silver import SILVER_BY_TOPIC, SILVER_REJECTS
+from schemas.tables.silver import SILVER_REJECTS
 from schemas.tables.spec import TableSpec
-from stream_workers.ledger import LedgerTable
-from stream_workers.rules import RULES
+from stream_workers.ledger import TablePlan
+from stream_workers.rules import clean
+
+log = logging.getLogger(__name__)
 
 Key = object  # the key value itself, or a tuple for composite keys
-_BRONZE_ONLY = [f.name for f in KAFKA_COORDINATES if f.name not in SILVER_BY_TOPIC["raw.trades"].columns.names]
+_DAY_BITS = 20  # days since 1970 < 2**20 (year 4840): packed with the event time in one int
+_DAY_MASK = (1 << _DAY_BITS) - 1
+_EPOCH = dt.date(1970, 1, 1)
+MAX_HISTORY_DAYS = 14  # older days loaded on demand, least recently used dropped first
 
 
-_PARTITION_BITS = 12  # partitions < 4096 share one int with the event time
+def _day_number(day: dt.date) -> int:
+    return (day - _EPOCH).days
 
 
-class DedupeState:
-    """Key → event time µs of the silver row (and its Kafka partition), for the last ``window`` of event time.
+class SilverIndex:
+    """Key -> (event time µs, trading day) of the row silver holds, for whole days, as of one snapshot."""
 
-    Time and partition are packed into one int and single-column keys are stored bare: about 150 bytes
-    per key instead of 270 with tuples (measured: see README).
-    """
-
-    def __init__(self, window: dt.timedelta) -> None:
-        self.window_us = int(window.total_seconds() * 1_000_000)
+    def __init__(self, spec: TableSpec, window: dt.timedelta, clock=time.time) -> None:  # type: ignore[no-untyped-def]
+        self.spec = spec
+        self.key = spec.key
+        # A trade's key says nothing about its day, and a correction may move it to the next day;
+        # other tables' keys contain the timestamp that makes the day.
+        self.neighbour_days = 0 if any(pa.types.is_timestamp(spec.columns.field(k).type) for k in self.key) else 1
+        self.window = window
+        self.clock = clock
         self.latest: dict[Key, int] = {}
-        self.newest_us = 0
+        self.days: set[int] = set()
+        self.history: dict[int, float] = {}  # day outside the window -> last used (LRU)
+        self.synced: int | None = None  # snapshot id the index reflects (None: the table is empty)
+        self.loaded = False
 
     def __len__(self) -> int:
         return len(self.latest)
 
-    def event_us(self, key: Key) -> int | None:
+    def live_days(self) -> set[int]:
+        now = dt.datetime.fromtimestamp(self.clock(), dt.timezone.utc)
+        first = _day_number((now - self.window).date()) - 1
+        return set(range(first, _day_number(now.date()) + 2))
+
+    def held(self, key: Key) -> tuple[int, int] | None:
+        """(event time µs, day number) of the row silver holds for ``key`` among the loaded days."""
         packed = self.latest.get(key)
-        return None if packed is None else packed >> _PARTITION_BITS
+        return None if packed is None else (packed >> _DAY_BITS, packed & _DAY_MASK)
 
-    def load(self, keys: Iterable[Key], event_us: Iterable[int], partitions: Iterable[int]) -> None:
-        latest = self.latest
-        newest = self.newest_us
-        for k, ts, p in zip(keys, event_us, partitions):
-            if ts is None:
-                continue
-            packed = (ts << _PARTITION_BITS) | p
-            held = latest.get(k)
-            if held is None or held >> _PARTITION_BITS < ts:
-                latest[k] = packed
-            if ts > newest:
-                newest = ts
-        self.newest_us = newest
-
-    def forget(self, partitions: set[int]) -> None:
-        mask = (1 << _PARTITION_BITS) - 1
-        self.latest = {k: v for k, v in self.latest.items() if v & mask not in partitions}
-
-    def evict(self) -> None:
-        horizon = (self.newest_us - self.window_us) << _PARTITION_BITS
-        if any(v < horizon for v in self.latest.values()):
-            self.latest = {k: v for k, v in self.latest.items() if v >= horizon}
-
-
-@dataclass
-class _Pending:
-    corrected_keys: list[Key]
-    dates: list[dt.date]
-
-
-class SilverDeduper:
-    """The ``SilverStage`` of one topic: rules from ``stream_workers.rules``, dedupe on the spec's key."""
-
-    def __init__(self, topic: str, spec: TableSpec, window: dt.timedelta) -> None:
-        self.topic = topic
-        self.spec = spec
-        self.key = spec.key
-        self.clean_rows = RULES[topic]
-        self.state = DedupeState(window)
-        self._pending = _Pending([], [])
-
-    # -- state from silver -----------------------------------------------------------------
-
-    def assign(self, partitions: Iterable[int], silver: LedgerTable) -> None:
-        parts = list(partitions)
-        table = silver.table
-        if table.current_snapshot() is None or not parts:
-            return
-        columns = [*self.key, "event_timestamp", "kafka_partition"]
-        arrow = table.scan(row_filter=In("kafka_partition", parts), selected_fields=tuple(columns)).to_arrow()
-        if arrow.num_rows == 0:
-            return
-        event_us = pc.cast(arrow["event_timestamp"], pa.int64())
-        newest = pc.max(event_us).as_py() or 0
-        recent = pc.greater_equal(event_us, newest - self.state.window_us)
-        arrow = arrow.filter(recent)
-        self.state.load(self._keys(arrow), pc.cast(arrow["event_timestamp"], pa.int64()).to_pylist(), arrow["kafka_partition"].to_pylist())
-
-    def forget(self, partitions: Iterable[int]) -> None:
-        self.state.forget(set(partitions))
-
-    # -- per batch ---------------------------------------------------------------------------
-
-    def _keys(self, rows: pa.Table) -> list[Key]:
+    def keys_of(self, rows: pa.Table) -> list[Key]:
         if len(self.key) == 1:
             return rows[self.key[0]].to_pylist()
-        columns = [rows[c].to_pylist() for c in self.key]
-        return list(zip(*columns))
+        return list(zip(*(rows[c].to_pylist() for c in self.key)))
 
-    def clean(self, bronze_rows: pa.Table) -> tuple[pa.Table, pa.Table, int]:
-        """(silver rows to write, rejects, rows dropped as duplicates or superseded)."""
-        self._pending = _Pending([], [])
+    def merge(self, rows: pa.Table) -> None:
+        """Take rows silver holds (or will hold after this commit); the latest event time per key wins."""
+        if rows.num_rows == 0:
+            return
+        event = pc.cast(rows["event_timestamp"], pa.int64()).to_numpy(zero_copy_only=False)
+        day = pc.cast(rows["trade_date"], pa.int32()).to_numpy(zero_copy_only=False)
+        latest = self.latest
+        for k, ts, d in zip(self.keys_of(rows), event.tolist(), day.tolist()):
+            if ts is None or d is None:
+                continue
+            packed = (ts << _DAY_BITS) | d
+            held = latest.get(k)
+            if held is None or held >> _DAY_BITS < ts:
+                latest[k] = packed
+
+    # -- keeping in step with the table -----------------------------------------------------
+
+    def sync(self, table: Table) -> None:
+        """Bring the index to the table's current snapshot (what the next commit is based on)."""
+        snapshot = table.current_snapshot()
+        current = None if snapshot is None else snapshot.snapshot_id
+        if self.loaded and current == self.synced:
+            return
+        if not self.loaded or snapshot is None or self.synced is None:
+            self._reload(table, current, self.days | self.live_days())
+            return
+        newer = []
+        for s in snapshot_ancestry(table, snapshot):
+            if s.snapshot_id == self.synced:
+                break
+            newer.append(s)
+        else:  # our snapshot was expired or rolled back: start again from the table
+            self._reload(table, current, self.days | self.live_days())
+            return
+        for s in reversed(newer):
+            self.merge(self._added_rows(table, s.snapshot_id))
+        self.synced = current
+
+    def cover(self, table: Table, days: Iterable[int]) -> None:
+        """Make sure every day in ``days`` is loaded (from the synced snapshot)."""
+        now = self.clock()
+        live = self.live_days()
+        for d in days:
+            if d not in live:
+                self.history[d] = now
+        missing = sorted(set(days) - self.days)
+        if missing and self.synced is not None:
+            self.merge(self._scan_days(table, self.synced, missing))
+        self.days.update(missing)
+        self._evict(live)
+
+    def _reload(self, table: Table, snapshot_id: int | None, days: set[int]) -> None:
+        self.latest = {}
+        self.days = set(days)
+        if snapshot_id is not None and days:
+            self.merge(self._scan_days(table, snapshot_id, sorted(days)))
+        self.synced = snapshot_id
+        self.loaded = True
+
+    def _evict(self, live: set[int]) -> None:
+        """Drop days outside the wall-clock window that were least recently used beyond the history cap."""
+        keep_history = sorted(self.history, key=self.history.__getitem__)[-MAX_HISTORY_DAYS:]
+        self.history = {d: self.history[d] for d in keep_history}
+        doomed = self.days - live - set(self.history)
+        if doomed:
+            self.days -= doomed
+            self.latest = {k: v for k, v in self.latest.items() if (v & _DAY_MASK) not in doomed}
+
+    def _columns(self) -> tuple[str, ...]:
+        return (*self.key, "event_timestamp", "trade_date")
+
+    def _scan_days(self, table: Table, snapshot_id: int, days: list[int]) -> pa.Table:
+        dates = [(_EPOCH + dt.timedelta(days=d)).isoformat() for d in days]
+        return table.scan(row_filter=In("trade_date", dates), selected_fields=self._columns(), snapshot_id=snapshot_id).to_arrow()
+
+    def _added_rows(self, table: Table, snapshot_id: int) -> pa.Table:
+        """Rows of the data files one snapshot added, limited to the loaded days."""
+        snapshot = table.snapshot_by_id(snapshot_id)
+        assert snapshot is not None
+        parts = []
+        for manifest in snapshot.manifests(table.io):
+            if manifest.added_snapshot_id != snapshot_id:
+                continue
+            for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True):
+                if entry.status != ManifestEntryStatus.ADDED or entry.data_file.content != DataFileContent.DATA:
+                    continue
+                with table.io.new_input(entry.data_file.file_path).open() as f:
+                    parts.append(pq.read_table(f, columns=list(self._columns())))
+        if not parts:
+            return self.spec.empty().select(list(self._columns()))
+        rows = pa.concat_tables(parts, promote_options="permissive")
+        day = pc.cast(rows["trade_date"], pa.int32())
+        return rows.filter(pc.is_in(day, pa.array(sorted(self.days), pa.int32())))
+
+
+@dataclass(frozen=True)
+class SilverPlan:
+    """What one batch does to silver: rows to append, rejects, duplicates dropped, old rows replaced."""
+
+    rows: pa.Table
+    rejects: pa.Table
+    duplicates: int
+    replaced: dict[int, list[Key]] = field(default_factory=dict)  # day number -> keys whose old row goes
+
+    def delete_filter(self, key: tuple[str, ...]) -> BooleanExpression | None:
+        if not self.replaced:
+            return None
+        terms: list[BooleanExpression] = []
+        for day, keys in sorted(self.replaced.items()):
+            on_day = EqualTo("trade_date", (_EPOCH + dt.timedelta(days=day)).isoformat())
+            if len(key) == 1:
+                terms.append(And(on_day, In(key[0], list(keys))))
+            else:
+                for k in keys:
+                    terms.append(And(on_day, *[EqualTo(c, _literal(v)) for c, v in zip(key, k)]))
+        return terms[0] if len(terms) == 1 else Or(*terms)
+
+
+def plan_silver(rows: pa.Table, index: SilverIndex) -> SilverPlan:
+    """Dedupe cleaned rows against the index: keep new keys and newer versions, drop the rest.
+
+    Latest event time per key wins; among equal times the first arrival (lowest offset) wins. A newer
+    version of a key silver holds replaces the old row, found on the day the index says it lives on.
+    """
+    if rows.num_rows == 0:
+        return SilverPlan(rows, SILVER_REJECTS.empty(), 0)
+    keys = index.keys_of(rows)
+    event_us = pc.cast(rows["event_timestamp"], pa.int64()).to_numpy(zero_copy_only=False)
+    best: dict[Key, int] = {}
+    for i, (k, ts) in enumerate(zip(keys, event_us)):
+        j = best.get(k)
+        if j is None or ts > event_us[j]:
+            best[k] = i
+    keep: list[int] = []
+    replaced: dict[int, list[Key]] = {}
+    for k, i in best.items():
+        held = index.held(k)
+        if held is None:
+            keep.append(i)
+        elif event_us[i] > held[0]:
+            keep.append(i)
+            replaced.setdefault(held[1], []).append(k)
+    keep.sort()
+    out = rows.take(pa.array(keep, pa.int64()))
+    superseded = sum(len(v) for v in replaced.values())
+    duplicates = rows.num_rows - len(keep) + superseded  # superseded silver rows count as duplicates too
+    return SilverPlan(out, SILVER_REJECTS.empty(), duplicates, replaced)
+
+
+class SilverStage:
+    """One topic's silver: rules (``stream_workers.rules``), then dedupe through a ``SilverIndex``."""
+
+    def __init__(self, topic: str, spec: TableSpec, window: dt.timedelta, future_skew: dt.timedelta, clock=time.time) -> None:  # type: ignore[no-untyped-def]
+        self.topic = topic
+        self.spec = spec
+        self.index = SilverIndex(spec, window, clock)
+        self.future_skew = future_skew
+        self.clock = clock
+
+    def clean(self, bronze_rows: pa.Table) -> tuple[pa.Table, pa.Table]:
+        """(cleaned rows ready for dedupe, rejects): pure rules, no state."""
         if bronze_rows.num_rows == 0:
-            return self.spec.empty(), SILVER_REJECTS.empty(), 0
-        cleaned = self.clean_rows(bronze_rows)
+            return self.spec.empty(), SILVER_REJECTS.empty()
+        not_after_us = int((self.clock() + self.future_skew.total_seconds()) * 1_000_000)
+        cleaned = clean(self.topic, bronze_rows, not_after_us)
         rejects = _reject_rows(self.topic, cleaned.rejected, cleaned.rule)
         # Bronze-only coordinates stay in bronze; payload columns added by newer schemas pass through.
-        rows = cleaned.rows.drop_columns([c for c in _BRONZE_ONLY if c in cleaned.rows.column_names])
-        if rows.num_rows == 0:
-            return rows, rejects, 0
-        keys = self._keys(rows)
-        event_us = pc.cast(rows["event_timestamp"], pa.int64()).to_numpy(zero_copy_only=False)
-        # Latest event time per key wins; among equal times the first arrival (lowest offset) wins.
-        best: dict[Key, int] = {}
-        for i, (k, ts) in enumerate(zip(keys, event_us)):
-            j = best.get(k)
-            if j is None or ts > event_us[j]:
-                best[k] = i
-        keep: list[int] = []
-        corrected: list[Key] = []
-        state = self.state
-        for k, i in best.items():
-            held = state.event_us(k)
-            if held is None:
-                keep.append(i)
-            elif event_us[i] > held:
-                keep.append(i)
-                corrected.append(k)
-        keep.sort()
-        out = rows.take(pa.array(keep, pa.int64()))
-        duplicates = rows.num_rows - len(keep) + len(corrected)  # superseded silver rows count as duplicates too
-        if corrected:
-            dates = rows.take(pa.array([best[k] for k in corrected], pa.int64()))["trade_date"].to_pylist()
-            self._pending = _Pending(corrected, dates)
-        return out, rejects, duplicates
+        bronze_only = [f.name for f in KAFKA_COORDINATES if f.name not in self.spec.columns.names]
+        rows = cleaned.rows.drop_columns([c for c in bronze_only if c in cleaned.rows.column_names])
+        return rows, rejects
 
-    def replace_filter(self) -> Callable[[pa.Table], BooleanExpression | None] | None:
-        """Deletes the silver rows a correction replaces: by key, pruned to the affected days."""
-        pending = self._pending
-        if not pending.corrected_keys:
-            return None
-        key = self.key
+    def planner(self, table: Table, rows: pa.Table) -> TablePlan:
+        """The ledger's planner for silver: sync the index with the table, load the rows' days, dedupe."""
+        self.index.sync(table)
+        if rows.num_rows:
+            days = np.unique(pc.cast(rows["trade_date"], pa.int32()).to_numpy(zero_copy_only=False))
+            n = self.index.neighbour_days
+            self.index.cover(table, {int(d) + k for d in days for k in range(-n, n + 1)})
+        plan = plan_silver(rows, self.index)
+        return TablePlan(plan.rows, plan.delete_filter(self.spec.key), {"duplicates": plan.duplicates})
 
-        def build(_rows: pa.Table) -> BooleanExpression:
-            days = sorted({d for d in pending.dates if d is not None})
-            day_filter: BooleanExpression = In("trade_date", [d.isoformat() for d in days]) if days else None  # type: ignore[assignment]
-            if len(key) == 1:
-                key_filter: BooleanExpression = In(key[0], list(pending.corrected_keys))
-            else:
-                terms = [_and_all([EqualTo(c, _literal(v)) for c, v in zip(key, k)]) for k in pending.corrected_keys]
-                key_filter = terms[0] if len(terms) == 1 else Or(*terms)
-            return And(day_filter, key_filter) if day_filter is not None else key_filter
+    def committed(self, table: Table, plan: TablePlan) -> None:
+        """The commit of ``plan`` succeeded: the index now reflects the table's new snapshot."""
+        self.index.merge(plan.rows)
+        snapshot = table.current_snapshot()
+        self.index.synced = None if snapshot is None else snapshot.snapshot_id
 
-        return build
-
-    def committed(self, silver_rows: pa.Table) -> None:
-        if silver_rows.num_rows:
-            self.state.load(
-                self._keys(silver_rows),
-                pc.cast(silver_rows["event_timestamp"], pa.int64()).to_pylist(),
-                silver_rows["kafka_partition"].to_pylist(),
-            )
-            self.state.evict()
-        self._pending = _Pending([], [])
+    def reload(self) -> None:
+        """Start again from the table at the next plan (partitions changed hands)."""
+        self.index.loaded = False
 
 
 def _literal(value: object) -> object:
     if isinstance(value, dt.datetime):
         return value.isoformat()
     return value
-
-
-def _and_all(terms: list[BooleanExpression]) -> BooleanExpression:
-    return terms[0] if len(terms) == 1 else And(*terms)
 
 
 def _reject_rows(topic: str, rejected: pa.Table, rules: pa.Array) -> pa.Table:
@@ -212,11 +299,3 @@ def _reject_rows(topic: str, rejected: pa.Table, rules: pa.Array) -> pa.Table:
         },
         schema=SILVER_REJECTS.columns,
     )
-
-
-def build_silver(topic: str, catalog: Catalog, settings: Settings) -> tuple[SilverDeduper, tuple[LedgerTable, LedgerTable]]:
-    """The silver stage of ``topic`` with its two ledgered tables (silver table, rejects)."""
-    ledger = dict(expire_every_commits=settings.expire_every_commits, keep_snapshots=settings.keep_snapshots)
-    spec = SILVER_BY_TOPIC[topic]
-    stage = SilverDeduper(topic, spec, dt.timedelta(hours=settings.dedupe_window_hours))
-    return stage, (LedgerTable(catalog, spec, **ledger), LedgerTable(catalog, SILVER_REJECTS, **ledger))

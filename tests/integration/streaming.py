@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -129,3 +130,101 @@ def duplicate_coordinates(rows: pa.Table) -> int:
     """How many (partition, offset) pairs occur more than once."""
     keys = pc.add(pc.multiply(pc.cast(rows["kafka_partition"], pa.int64()), 10**12), rows["kafka_offset"])
     return rows.num_rows - len(pc.unique(keys))
+
+
+# --- identity accounting (``ticklake status``) ---------------------------------------------------------
+
+
+def lake_status_now(settings: Settings) -> LakeStatus:
+    """``ticklake status``'s full accounting (Kafka positions read back, gaps checked) as an object."""
+    from schemas.kafka_positions import KafkaPositions
+
+    kafka = KafkaPositions(settings.kafka_bootstrap_servers)
+    try:
+        return lake_status(open_catalog(settings), kafka)
+    finally:
+        kafka.close()
+
+
+def run_status_cli(settings: Settings, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """``ticklake status ARGS`` in a subprocess against the test lake and broker (exit code + output)."""
+    env = worker_env(settings, "unused")
+    return subprocess.run(
+        [sys.executable, "-m", "stream_workers.cli", "status", *args],
+        env=env, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def produce_trade_transactions(bootstrap: str, transactions: int, per_transaction: int, seed: int = 1) -> int:
+    """Publish valid Avro trades in ``transactions`` committed Kafka transactions (each leaves a commit marker
+    per partition it wrote); returns the number of trades."""
+    import datetime as dt
+    import random
+    import uuid
+
+    from confluent_kafka import Producer
+
+    from schemas.avro import CURRENT_CONTRACT
+    from schemas.wire import encode
+    from schemas.topics import RAW_TRADES
+
+    contract = CURRENT_CONTRACT[RAW_TRADES]
+    rng = random.Random(seed)
+    start = dt.datetime(2024, 1, 2, 15, tzinfo=dt.timezone.utc)
+    producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": f"test-tx-{uuid.uuid4().hex[:8]}",
+                         "log_level": 2})
+    producer.init_transactions(30)
+    n = 0
+    for _ in range(transactions):
+        producer.begin_transaction()
+        for _ in range(per_transaction):
+            ts = start + dt.timedelta(milliseconds=n)
+            symbol = f"SYM{rng.randrange(48):02d}"
+            record = {
+                "trade_id": f"TX{seed}-{n}", "symbol": symbol, "price": 100.0, "quantity": 1.0, "side": "BUY",
+                "trader_id": "T1", "account_id": "A1", "exchange": "XNYS", "trade_timestamp": ts, "event_timestamp": ts,
+            }
+            producer.produce(RAW_TRADES, key=symbol.encode(), value=encode(contract.local_id, contract.parsed, record))
+            n += 1
+        producer.commit_transaction(30)
+    return n
+
+
+# --- exactness of bronze and silver, computed independently of the worker ---------------------------
+
+BRONZE_TABLES = {"raw.trades": "bronze.raw_trades", "raw.orderbook": "bronze.raw_orderbook", "raw.marketdata": "bronze.raw_marketdata"}
+
+
+def assert_bronze_exact(settings: Settings, summary: Any, partitions: int = 6) -> None:
+    dead = read(settings, "bronze.dead_letters", ("source_topic", "kafka_partition", "kafka_offset"))
+    for topic, table in BRONZE_TABLES.items():
+        rows = read(settings, table, ("kafka_partition", "kafka_offset"))
+        dead_here = dead.filter(pc.equal(dead["source_topic"], topic))
+        assert rows.num_rows + dead_here.num_rows == summary.produced[topic], topic
+        assert dead_here.num_rows == summary.bad[topic], topic
+        both = pa.concat_tables([rows, dead_here.select(["kafka_partition", "kafka_offset"])])
+        assert duplicate_coordinates(both) == 0, topic
+        assert len(pc.unique(rows["kafka_partition"])) == partitions, f"{topic}: every partition carries data"
+
+
+def expected_silver_trades(settings: Settings) -> dict[str, tuple[float, float]]:
+    """trade_id -> (price, quantity) of its latest version, computed from bronze independently of the worker."""
+    bronze = read(settings, "bronze.raw_trades", ("trade_id", "price", "quantity", "event_timestamp", "kafka_offset"))
+    latest: dict[str, tuple[int, float, float]] = {}
+    for tid, price, qty, ts in zip(
+        bronze["trade_id"].to_pylist(), bronze["price"].to_pylist(), bronze["quantity"].to_pylist(),
+        pc.cast(bronze["event_timestamp"], pa.int64()).to_pylist(),
+    ):
+        if tid is None:
+            continue
+        if tid not in latest or ts > latest[tid][0]:
+            latest[tid] = (ts, price or 0.0, qty or 0.0)
+    return {k: (v[1], v[2]) for k, v in latest.items()}
+
+
+def assert_silver_exact(settings: Settings) -> None:
+    expected = expected_silver_trades(settings)
+    silver = read(settings, "silver.trades", ("trade_id", "price", "quantity"))
+    assert silver.num_rows == len(expected), "silver.trades holds one row per distinct trade_id"
+    got = {t: (p, q) for t, p, q in zip(*(silver[c].to_pylist() for c in ("trade_id", "price", "quantity")))}
+    assert got == expected, "every trade carries its latest (corrected) values"

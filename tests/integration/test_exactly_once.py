@@ -18,6 +18,8 @@ from simulator.market import GeneratorConfig, generate
 from simulator.replay import publish
 from tests.integration.streaming import (
     WorkerProcess,
+    assert_bronze_exact,
+    assert_silver_exact,
     duplicate_coordinates,
     read,
     recreate_topics,
@@ -36,41 +38,6 @@ def topics(kafka_bootstrap: str) -> str:
     return kafka_bootstrap
 
 
-def _assert_bronze_exact(settings, summary) -> None:  # type: ignore[no-untyped-def]
-    dead = read(settings, "bronze.dead_letters", ("source_topic", "kafka_partition", "kafka_offset"))
-    for topic, table in BRONZE.items():
-        rows = read(settings, table, ("kafka_partition", "kafka_offset"))
-        dead_here = dead.filter(pc.equal(dead["source_topic"], topic))
-        assert rows.num_rows + dead_here.num_rows == summary.produced[topic], topic
-        assert dead_here.num_rows == summary.bad[topic], topic
-        both = pa.concat_tables([rows, dead_here.select(["kafka_partition", "kafka_offset"])])
-        assert duplicate_coordinates(both) == 0, topic
-        assert len(pc.unique(rows["kafka_partition"])) == 6, f"{topic}: every partition carries data"
-
-
-def _expected_silver_trades(settings) -> dict[str, tuple[float, float]]:  # type: ignore[no-untyped-def]
-    """trade_id -> (price, quantity) of its latest version, computed from bronze independently of the worker."""
-    bronze = read(settings, "bronze.raw_trades", ("trade_id", "price", "quantity", "event_timestamp", "kafka_offset"))
-    latest: dict[str, tuple[int, float, float]] = {}
-    for tid, price, qty, ts in zip(
-        bronze["trade_id"].to_pylist(), bronze["price"].to_pylist(), bronze["quantity"].to_pylist(),
-        pc.cast(bronze["event_timestamp"], pa.int64()).to_pylist(),
-    ):
-        if tid is None:
-            continue
-        if tid not in latest or ts > latest[tid][0]:
-            latest[tid] = (ts, price or 0.0, qty or 0.0)
-    return {k: (v[1], v[2]) for k, v in latest.items()}
-
-
-def _assert_silver_exact(settings) -> None:  # type: ignore[no-untyped-def]
-    expected = _expected_silver_trades(settings)
-    silver = read(settings, "silver.trades", ("trade_id", "price", "quantity"))
-    assert silver.num_rows == len(expected), "silver.trades holds one row per distinct trade_id"
-    got = {t: (p, q) for t, p, q in zip(*(silver[c].to_pylist() for c in ("trade_id", "price", "quantity")))}
-    assert got == expected, "every trade carries its latest (corrected) values"
-
-
 def test_every_message_once_across_all_partitions(topics, lake_settings, tmp_path) -> None:  # type: ignore[no-untyped-def]
     summary = publish(lake_settings, generate(GeneratorConfig(symbols=SYMBOLS, trades=20_000, seed=11)), show_progress=False)
     worker = WorkerProcess(lake_settings, "g-once", tmp_path / "worker.log")
@@ -78,7 +45,7 @@ def test_every_message_once_across_all_partitions(topics, lake_settings, tmp_pat
         status = wait_drained(lake_settings, dict(summary.produced))
     finally:
         assert worker.stop() == 0, worker.log()[-3000:]
-    _assert_bronze_exact(lake_settings, summary)
+    assert_bronze_exact(lake_settings, summary)
     assert status.balanced, "\n".join(status.lines())
 
 
@@ -97,8 +64,8 @@ def test_restart_mid_replay_loses_and_duplicates_nothing(topics, lake_settings, 
         status = wait_drained(lake_settings, dict(result["s"].produced))
     finally:
         worker.stop()
-    _assert_bronze_exact(lake_settings, result["s"])
-    _assert_silver_exact(lake_settings)
+    assert_bronze_exact(lake_settings, result["s"])
+    assert_silver_exact(lake_settings)
     assert status.balanced, "\n".join(status.lines())
 
 
@@ -127,8 +94,8 @@ def test_kill9_at_random_moments_bronze_and_silver_exact(topics, lake_settings, 
         worker.stop()
     summary = result["s"]
     assert sum(summary.produced.values()) >= 200_000
-    _assert_bronze_exact(lake_settings, summary)
-    _assert_silver_exact(lake_settings)
+    assert_bronze_exact(lake_settings, summary)
+    assert_silver_exact(lake_settings)
     assert status.balanced, "\n".join(status.lines())
     # Dead letters are mirrored to dlq.<topic> at least once (the Iceberg table is the exact ledger).
     from stream_workers.broker import high_watermarks
@@ -161,8 +128,8 @@ def test_two_workers_split_partitions_and_take_over(topics, lake_settings, tmp_p
     finally:
         b.stop()
     assert "committed" in a.log() and "committed" in b.log(), "both workers committed batches"
-    _assert_bronze_exact(lake_settings, result["s"])
-    _assert_silver_exact(lake_settings)
+    assert_bronze_exact(lake_settings, result["s"])
+    assert_silver_exact(lake_settings)
     assert status.balanced
 
 

@@ -1,4 +1,4 @@
-"""The exactly-once commit rule on a real SQLite-catalog Iceberg table (no Kafka needed)."""
+"""The exactly-once rule: the pure ``batch_plan`` and ``LedgerTable`` on a real SQLite-catalog Iceberg table."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from schemas.catalog import open_catalog
 from schemas.offsets import recorded_counters, recorded_offsets
 from schemas.tables.bronze import DEAD_LETTERS
-from stream_workers.ledger import LedgerTable, OffsetMismatch
+from stream_workers.ledger import LedgerTable, OffsetGap, TablePlan, batch_plan
 
 TOPIC = "raw.trades"
 
@@ -18,8 +18,8 @@ def _rows(partition: int, offsets: range) -> pa.Table:
     return pa.Table.from_pydict(
         {
             "source_topic": [TOPIC] * n,
-            "kafka_partition": [partition] * n,
-            "kafka_offset": list(offsets),
+            "kafka_partition": pa.array([partition] * n, pa.int32()),
+            "kafka_offset": pa.array(list(offsets), pa.int64()),
             "reason": ["test"] * n,
         }
     )
@@ -30,49 +30,112 @@ def catalog(offline_lake_settings):  # type: ignore[no-untyped-def]
     return open_catalog(offline_lake_settings)
 
 
+# -- the rule, pure -------------------------------------------------------------------------------
+
+
+def test_plan_commits_from_the_table_end_inside_the_batch() -> None:
+    assert batch_plan("t", TOPIC, {0: (10, 20)}, {0: 10}) == {0: 10}
+    assert batch_plan("t", TOPIC, {0: (10, 20)}, {0: 15}) == {0: 15}  # a zombie wrote 10..14: only 15.. is due
+    assert batch_plan("t", TOPIC, {0: (None, 20)}, {}) == {0: None}  # first read of the partition
+
+
+def test_plan_skips_what_the_table_already_holds() -> None:
+    assert batch_plan("t", TOPIC, {0: (10, 20), 1: (0, 5)}, {0: 20, 1: 0}) == {1: 0}
+
+
+def test_plan_refuses_a_batch_that_starts_past_the_table_end() -> None:
+    with pytest.raises(OffsetGap) as err:
+        batch_plan("t", TOPIC, {0: (20, 30)}, {0: 10})
+    assert (err.value.start, err.value.recorded) == (20, 10)
+    with pytest.raises(OffsetGap):  # the table records nothing: only a batch from the beginning may start it
+        batch_plan("t", TOPIC, {0: (5, 30)}, {})
+
+
+def test_sidecars_never_refuse_but_never_rewrite() -> None:
+    assert batch_plan("t", TOPIC, {0: (20, 30)}, {0: 10}, sidecar=True) == {0: 10}
+    assert batch_plan("t", TOPIC, {0: (20, 30)}, {0: 30}, sidecar=True) == {}
+
+
+# -- on a real table --------------------------------------------------------------------------------
+
+
 def test_commit_records_next_offsets_and_carries_other_partitions(catalog) -> None:  # type: ignore[no-untyped-def]
     ledger = LedgerTable(catalog, DEAD_LETTERS)
-    ledger.commit(TOPIC, _rows(0, range(0, 10)), {0: None}, {0: 10})
-    ledger.commit(TOPIC, _rows(1, range(0, 5)), {1: None}, {1: 5})
-    ledger.commit(TOPIC, _rows(0, range(10, 12)), {0: 10}, {0: 12})
+    ledger.commit(TOPIC, {0: (None, 10)}, _rows(0, range(0, 10)))
+    ledger.commit(TOPIC, {1: (None, 5)}, _rows(1, range(0, 5)))
+    ledger.commit(TOPIC, {0: (10, 12)}, _rows(0, range(10, 12)))
     assert recorded_offsets(ledger.table) == {TOPIC: {0: 12, 1: 5}}
     assert ledger.table.scan().to_arrow().num_rows == 17
 
 
-def test_zombie_cannot_commit_over_the_new_owner(catalog) -> None:  # type: ignore[no-untyped-def]
+def test_batch_after_a_failed_commit_never_commits_past_the_gap(catalog) -> None:  # type: ignore[no-untyped-def]
+    """The fault of issue 9: batch 10..19 failed to commit, the queued batch 20..29 must not land."""
+    ledger = LedgerTable(catalog, DEAD_LETTERS)
+    ledger.commit(TOPIC, {0: (None, 10)}, _rows(0, range(0, 10)))
+    # (the commit of 10..19 failed here: catalog locked)
+    with pytest.raises(OffsetGap):
+        ledger.commit(TOPIC, {0: (20, 30)}, _rows(0, range(20, 30)))
+    assert recorded_offsets(ledger.table) == {TOPIC: {0: 10}}
+    assert ledger.table.scan().to_arrow().num_rows == 10
+
+
+def test_zombie_commits_nothing_the_new_owner_wrote(catalog) -> None:  # type: ignore[no-untyped-def]
     old_owner = LedgerTable(catalog, DEAD_LETTERS)
     new_owner = LedgerTable(catalog, DEAD_LETTERS)  # another process, its own table handle
-    old_owner.commit(TOPIC, _rows(0, range(0, 10)), {0: None}, {0: 10})
+    old_owner.commit(TOPIC, {0: (None, 10)}, _rows(0, range(0, 10)))
     new_owner.table.refresh()
-    new_owner.commit(TOPIC, _rows(0, range(10, 20)), {0: 10}, {0: 20})
-    # The zombie still believes the table is at 10 and holds 10..19 again: it must not land.
-    with pytest.raises(OffsetMismatch) as err:
-        old_owner.commit(TOPIC, _rows(0, range(10, 20)), {0: 10}, {0: 20})
-    assert err.value.recorded == 20 and err.value.expected == 10
-    assert old_owner.table.scan().to_arrow().num_rows == 20
+    new_owner.commit(TOPIC, {0: (10, 15)}, _rows(0, range(10, 15)))
+    # The zombie still holds 10..19: only 15..19, which nobody wrote, may land, exactly once.
+    result = old_owner.commit(TOPIC, {0: (10, 20)}, _rows(0, range(10, 20)))
+    assert result is not None and result.rows == 5 and result.attempts == 2
+    assert old_owner.commit(TOPIC, {0: (10, 20)}, _rows(0, range(10, 20))) is None
+    offsets = sorted(old_owner.table.scan().to_arrow()["kafka_offset"].to_pylist())
+    assert offsets == list(range(20))
 
 
 def test_conflicting_commit_is_retried_after_rechecking_offsets(catalog) -> None:  # type: ignore[no-untyped-def]
     a = LedgerTable(catalog, DEAD_LETTERS)
     b = LedgerTable(catalog, DEAD_LETTERS)
-    a.commit(TOPIC, _rows(0, range(0, 3)), {0: None}, {0: 3})
-    # b's metadata is stale (it never saw a's commit) but b writes another partition: retry succeeds.
-    result = b.commit(TOPIC, _rows(1, range(0, 4)), {1: None}, {1: 4})
-    assert result.attempts == 2
+    a.commit(TOPIC, {0: (None, 3)}, _rows(0, range(0, 3)))
+    result = b.commit(TOPIC, {1: (None, 4)}, _rows(1, range(0, 4)))
+    assert result is not None and result.attempts == 2
     assert recorded_offsets(b.table) == {TOPIC: {0: 3, 1: 4}}
 
 
 def test_counters_accumulate_per_topic(catalog) -> None:  # type: ignore[no-untyped-def]
     ledger = LedgerTable(catalog, DEAD_LETTERS)
-    ledger.commit(TOPIC, _rows(0, range(0, 1)), {0: None}, {0: 1}, counters={"duplicates": 3})
-    ledger.commit(TOPIC, _rows(0, range(1, 2)), {0: 1}, {0: 2}, counters={"duplicates": 4})
+
+    def counting(n: int):  # type: ignore[no-untyped-def]
+        return lambda _table, rows: TablePlan(rows, counters={"duplicates": n})
+
+    ledger.commit(TOPIC, {0: (None, 1)}, _rows(0, range(0, 1)), counting(3))
+    ledger.commit(TOPIC, {0: (1, 2)}, _rows(0, range(1, 2)), counting(4))
     assert recorded_counters(ledger.table) == {TOPIC: {"duplicates": 7}}
 
 
 def test_snapshot_expiry_keeps_the_ledger(catalog) -> None:  # type: ignore[no-untyped-def]
     ledger = LedgerTable(catalog, DEAD_LETTERS, expire_every_commits=5, keep_snapshots=3)
     for i in range(12):
-        ledger.commit(TOPIC, _rows(0, range(i, i + 1)), {0: None if i == 0 else i}, {0: i + 1})
+        ledger.commit(TOPIC, {0: (None if i == 0 else i, i + 1)}, _rows(0, range(i, i + 1)))
     assert len(ledger.table.snapshots()) <= 3 + 5
     assert recorded_offsets(ledger.table) == {TOPIC: {0: 12}}
     assert ledger.table.scan().to_arrow().num_rows == 12
+
+
+def test_two_writers_evolving_the_schema_at_once_both_go_on(catalog) -> None:  # type: ignore[no-untyped-def]
+    a = LedgerTable(catalog, DEAD_LETTERS)
+    b = LedgerTable(catalog, DEAD_LETTERS)  # stale: it will lose the schema-update race
+    wider = _rows(0, range(0, 2)).append_column("venue", pa.array(["X", "Y"]))
+    a.commit(TOPIC, {0: (None, 2)}, wider)
+    wider1 = _rows(1, range(0, 2)).append_column("venue", pa.array(["Z", "W"]))
+    assert b.commit(TOPIC, {1: (None, 2)}, wider1) is not None
+    table = b.table.scan().to_arrow()
+    assert sorted(table["venue"].to_pylist()) == ["W", "X", "Y", "Z"]
+
+
+def test_record_offsets_moves_the_end_without_rows(catalog) -> None:  # type: ignore[no-untyped-def]
+    ledger = LedgerTable(catalog, DEAD_LETTERS)
+    ledger.commit(TOPIC, {0: (None, 10)}, _rows(0, range(0, 10)))
+    ledger.record_offsets(TOPIC, {0: 0}, {"ticklake.offsets-reset": "test"})
+    assert recorded_offsets(ledger.table) == {TOPIC: {0: 0}}
+    assert ledger.table.current_snapshot().summary["ticklake.offsets-reset"] == "test"
