@@ -6,12 +6,12 @@ from typing import Mapping
 
 from dagster import Definitions, in_process_executor
 
-from control_plane import checks, dimensions, exports, maintenance, sensors
-from control_plane.defs import gold, retention, streaming
+from control_plane import checks, dimensions, exports, maintenance
+from control_plane.defs import alerts, gold, retention, streaming
 from control_plane.resources import resources_from_env
 
 # One package or module per domain, each exporting ``defs: Definitions``.
-_DOMAINS = (streaming, gold, checks, dimensions, maintenance, sensors, exports, retention)
+_DOMAINS = (streaming, gold, checks, dimensions, maintenance, alerts, exports, retention)
 
 
 def build_definitions(resources: Mapping[str, object] | None = None) -> Definitions:

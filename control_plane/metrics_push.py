@@ -1,22 +1,36 @@
-"""Per-asset run metrics pushed from Dagster runs to the Prometheus Pushgateway (gold, dimensions, maintenance).
+"""Per-asset run metrics pushed from Dagster to the Prometheus Pushgateway: the control plane's one pusher.
 
 A Dagster run is a short-lived process, so it pushes instead of being scraped: one Pushgateway group per
 asset (``job="ticklake_dagster", asset="<asset key>"``) holding the rows, duration and outcome of the
-asset's latest run. Counters make no sense across processes, so every metric here is a gauge of the last run.
+asset's latest run (successes from the assets, failures from the run-failure sensor). Counters make no
+sense across processes, so every metric here is a gauge of the last run.
+
+Monitoring is a side effect: a Pushgateway outage is logged and counted (``ticklake_monitoring_failures``),
+never raised into the run that tried to push.
 """
 
 from __future__ import annotations
 
+import logging
 import time
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.exposition import pushadd_to_gateway
 
+log = logging.getLogger(__name__)
+
 PUSH_JOB = "ticklake_dagster"
+
+# Monitoring side effects that failed in this process, by target ("pushgateway", "webhook").
+MONITORING_REGISTRY = CollectorRegistry()
+MONITORING_FAILURES = Counter(
+    "ticklake_monitoring_failures", "Pushes or webhook posts that failed (the data path went on).",
+    ["target"], registry=MONITORING_REGISTRY,
+)
 SUCCESS_STATUSES = frozenset({"success", "succeeded", "ok"})
 
-# Every metric family this module defines; deploy/check_dashboards.py checks dashboards against it.
+# Every metric family an asset run pushes (asset_run_registry); deploy/check_dashboards.py checks dashboards against it.
 METRIC_NAMES: tuple[str, ...] = (
     "ticklake_asset_rows",
     "ticklake_asset_duration_seconds",
@@ -39,7 +53,7 @@ def push_asset_run(
     status: str,
     clock: Callable[[], float] = time.time,
     timeout: float = 5.0,
-) -> None:
+) -> bool:
     """Push the outcome of one asset run; no-op when ``url`` (Settings.pushgateway_url) is not configured.
 
     ``status`` is Dagster's word for the outcome (``SUCCESS``/``FAILURE``, any case). ``rows`` may be None
@@ -47,13 +61,26 @@ def push_asset_run(
     (POST), so a failure leaves ``ticklake_asset_last_success_timestamp_seconds`` of the last success intact.
     """
     if not url:
-        return
-    asset = asset_label(asset_key)
+        return False
     registry = asset_run_registry(rows, seconds, status, finished_at=clock())
+    return push_registry(url, registry, {"asset": asset_label(asset_key)}, timeout)
+
+
+def push_registry(url: str | None, registry: CollectorRegistry, grouping_key: Mapping[str, str], timeout: float = 5.0) -> bool:
+    """POST ``registry`` to the Pushgateway group ``grouping_key`` (replacing only the metrics it carries).
+
+    True when pushed; False when ``url`` is unset or the push failed, which is logged and counted, never
+    raised: a monitoring outage must not fail the run or sensor that reports.
+    """
+    if not url:
+        return False
     try:
-        pushadd_to_gateway(url, job=PUSH_JOB, registry=registry, grouping_key={"asset": asset}, timeout=timeout)
-    except OSError as exc:
-        raise RuntimeError(f"pushing run metrics of asset {asset!r} to the Pushgateway at {url} failed: {exc}") from exc
+        pushadd_to_gateway(url, job=PUSH_JOB, registry=registry, grouping_key=dict(grouping_key), timeout=timeout)
+        return True
+    except Exception as exc:  # connection refused, timeout, HTTP 5xx: all an outage of monitoring only
+        MONITORING_FAILURES.labels(target="pushgateway").inc()
+        log.warning("push to the Pushgateway at %s (group %s) failed; the run goes on: %s", url, dict(grouping_key), exc)
+        return False
 
 
 def asset_run_registry(rows: int | None, seconds: float, status: str, finished_at: float) -> CollectorRegistry:

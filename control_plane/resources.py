@@ -11,32 +11,23 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import duckdb
 import requests
 from dagster import ConfigurableResource, EnvVar
-from prometheus_client import CollectorRegistry, Counter
-from prometheus_client.exposition import pushadd_to_gateway
+from prometheus_client import CollectorRegistry
 from pydantic import PrivateAttr
 from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 
 from control_plane.kafka_lag import Watermarks, high_watermarks
+from control_plane.metrics_push import MONITORING_FAILURES, push_asset_run, push_registry
 from schemas.catalog import open_catalog
 from schemas.settings import Settings
 from schemas.tables.spec import TableSpec, ensure_table
 
 log = logging.getLogger(__name__)
-
-# Monitoring side effects that failed, by target ("pushgateway", "webhook"): a monitoring outage is
-# counted and logged here, never raised into the run or sensor that tried to report.
-MONITORING_REGISTRY = CollectorRegistry()
-MONITORING_FAILURES = Counter(
-    "ticklake_monitoring_failures", "Pushes or webhook posts that failed (the data path went on).",
-    ["target"], registry=MONITORING_REGISTRY,
-)
-
 
 class LakeResource(ConfigurableResource):
     """The Iceberg catalog the lake lives in. Empty fields fall back to the environment (``Settings``)."""
@@ -90,18 +81,13 @@ class PushgatewayResource(ConfigurableResource):
     url: str = ""
     timeout_s: float = 5.0
 
-    def push(self, registry: CollectorRegistry, grouping_key: Mapping[str, str], job: str) -> bool:
-        """Push ``registry`` (POST: replaces only the metrics it carries). False, logged and counted when
-        the Pushgateway does not answer; a monitoring outage never fails the caller."""
-        if not self.url:
-            return False
-        try:
-            pushadd_to_gateway(self.url, job=job, registry=registry, grouping_key=dict(grouping_key), timeout=self.timeout_s)
-            return True
-        except Exception as exc:  # OSError, HTTP errors: any of them is an outage of monitoring only
-            MONITORING_FAILURES.labels(target="pushgateway").inc()
-            log.warning("push to the Pushgateway at %s (group %s) failed, data path unaffected: %s", self.url, dict(grouping_key), exc)
-            return False
+    def push(self, registry: CollectorRegistry, grouping_key: Mapping[str, str]) -> bool:
+        """Push ``registry`` to group ``grouping_key``; False (logged, counted) when the Pushgateway is down."""
+        return push_registry(self.url, registry, grouping_key, self.timeout_s)
+
+    def push_asset_run(self, asset_key: str | Sequence[str], rows: int | None, seconds: float, status: str) -> bool:
+        """The outcome of one asset run (``metrics_push.push_asset_run``); never raises."""
+        return push_asset_run(self.url, asset_key, rows, seconds, status, timeout=self.timeout_s)
 
 
 class AlertWebhookResource(ConfigurableResource):

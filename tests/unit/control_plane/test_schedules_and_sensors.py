@@ -3,30 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
-import http.server
 import json
-import threading
-from typing import Iterator
 
 import pyarrow as pa
-import pytest
 from dagster import (
-    DagsterEventType,
-    DagsterInstance,
     RunRequest,
     SkipReason,
-    build_run_status_sensor_context,
     build_schedule_context,
     build_sensor_context,
-    job,
-    op,
 )
 
 from control_plane.defs.gold.assets import CUMULATIVE_KEYS, SUMMARY_KEY
 from control_plane.layers import NEW_YORK
 from control_plane.defs.gold.schedules import gold_daily, gold_monthly_recompute, previous_month
 from control_plane.defs.gold.sensors import changed_days, silver_late_changes
-from control_plane.sensors import FAILURE_REGISTRY, alert_on_run_failure
 from schemas.tables.gold import PORTFOLIO_POSITIONS
 from schemas.tables.silver import SILVER_TRADES
 from tests.unit.control_plane import gold_days as g
@@ -110,69 +100,3 @@ def test_changed_days_reads_only_the_partitions_each_commit_touched(lake) -> Non
     days, _ = changed_days(lake.table(SILVER_TRADES), newest)
     assert days == {g.DAY1}
 
-
-# --- run failures -----------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def webhook() -> Iterator[tuple[str, list[dict]]]:
-    received: list[dict] = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/hook", received
-    finally:
-        server.shutdown()
-
-
-@op
-def explode() -> None:
-    raise RuntimeError("boom")
-
-
-@job
-def doomed() -> None:
-    explode()
-
-
-def failure_context(instance: DagsterInstance, lake):
-    result = doomed.execute_in_process(instance=instance, raise_on_error=False)
-    event = next(e for e in result.all_events if e.event_type == DagsterEventType.RUN_FAILURE)
-    return build_run_status_sensor_context(
-        sensor_name="alert_on_run_failure", dagster_event=event, dagster_instance=instance,
-        dagster_run=result.dagster_run, resources={"lake": lake},
-    ).for_run_failure()
-
-
-def failures_counted(job_name: str) -> float:
-    return FAILURE_REGISTRY.get_sample_value("ticklake_dagster_run_failures_total", {"job": job_name}) or 0.0
-
-
-def test_run_failure_posts_to_the_webhook_and_counts(lake, instance, webhook, monkeypatch) -> None:
-    url, received = webhook
-    monkeypatch.setenv("ALERT_WEBHOOK_URL", url)
-    before = failures_counted("doomed")
-    context = failure_context(instance, lake)
-    alert_on_run_failure(context)
-    assert failures_counted("doomed") == before + 1
-    assert len(received) == 1
-    assert received[0]["job"] == "doomed" and received[0]["run_id"] == context.dagster_run.run_id
-    assert "failed" in received[0]["text"]
-
-
-def test_run_failure_without_webhook_still_counts(lake, instance, monkeypatch) -> None:
-    monkeypatch.delenv("ALERT_WEBHOOK_URL", raising=False)
-    before = failures_counted("doomed")
-    alert_on_run_failure(failure_context(instance, lake))
-    assert failures_counted("doomed") == before + 1
