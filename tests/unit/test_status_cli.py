@@ -20,5 +20,5 @@ def test_status_with_no_broker_names_it_and_fails(tmp_path: Path) -> None:
     assert "produced ? offsets" in result.stdout
     assert "ticklake: error: Kafka at 127.0.0.1:9 is unreachable" in result.stderr
     assert "Traceback" not in result.stderr
-    bronze_lines = [line for line in result.stdout.splitlines() if "produced" in line]
+    bronze_lines = [line for line in result.stdout.splitlines() if "produced ?" in line]
     assert bronze_lines and all(line.endswith("[ERROR]") for line in bronze_lines)
