@@ -21,9 +21,9 @@ from pydantic import PrivateAttr
 from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 
-from control_plane.kafka_lag import Watermarks, high_watermarks
 from control_plane.metrics_push import MONITORING_FAILURES, push_asset_run, push_registry
 from schemas.catalog import open_catalog
+from schemas.kafka_positions import KafkaPositions, TopicPositions
 from schemas.settings import Settings
 from schemas.tables.spec import TableSpec, ensure_table
 
@@ -64,15 +64,19 @@ class LakeResource(ConfigurableResource):
 
 
 class KafkaResource(ConfigurableResource):
-    """The Kafka cluster the stream workers read; the control plane only asks it for high watermarks."""
+    """The Kafka cluster the stream workers read; the control plane only asks where its topics stand."""
 
     bootstrap_servers: str = "127.0.0.1:9092"
-    # How long one look waits for the broker before reporting the lag as unavailable.
+    # How long one look retries before giving up (``schemas.kafka_positions`` bounds every call by it).
     timeout_s: float = 2.0
 
-    def high_watermarks(self, topics: Iterable[str]) -> Watermarks:
-        """High watermarks of ``topics``, or why they are unknown (never raises: Kafka may be down)."""
-        return high_watermarks(self.bootstrap_servers, topics, self.timeout_s)
+    def positions(self, topics: Iterable[str]) -> TopicPositions:
+        """Log start, end and stable offsets of ``topics``; raises ``KafkaPositionsError`` naming the broker."""
+        reader = KafkaPositions(self.bootstrap_servers, wait_s=self.timeout_s)
+        try:
+            return reader.positions(topics)
+        finally:
+            reader.close()
 
 
 class PushgatewayResource(ConfigurableResource):

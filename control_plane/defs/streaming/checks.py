@@ -7,7 +7,7 @@ import datetime as dt
 
 from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetChecksDefinition, asset_check
 
-from control_plane.defs.streaming.observation import FRESHNESS_CHECK, freshness_evaluation, observe_table
+from control_plane.defs.streaming.observation import FRESHNESS_CHECK, freshness_evaluation, observe_table, read_watermarks
 from control_plane.defs.streaming.tables import SILVER_TABLES, STREAMING_TABLES
 from control_plane.layers import asset_key, market_open_at
 from control_plane.resources import KafkaResource, LakeResource
@@ -25,7 +25,7 @@ def freshness_check(spec: TableSpec) -> AssetChecksDefinition:
     )
     def _freshness(context: AssetCheckExecutionContext, lake: LakeResource, kafka: KafkaResource) -> AssetCheckResult:
         topic = TOPIC_OF[spec.name]
-        observation = observe_table(lake.table(spec), spec, topic, kafka.high_watermarks({topic}))
+        observation = observe_table(lake.table(spec), spec, topic, read_watermarks(kafka, {topic}))
         now = dt.datetime.now(dt.timezone.utc)
         evaluation = freshness_evaluation(asset_key(spec), observation, now, market_open_at(now))
         return AssetCheckResult(passed=evaluation.passed, severity=evaluation.severity, metadata=dict(evaluation.metadata))

@@ -13,8 +13,9 @@ from dagster import AssetCheckEvaluation, AssetCheckSeverity, AssetKey, Metadata
 from pyiceberg.conversions import from_bytes
 from pyiceberg.table import Table
 
-from control_plane.kafka_lag import Watermarks, lag
 from control_plane.layers import SILVER_MAX_AGE
+from control_plane.resources import KafkaResource
+from schemas.kafka_positions import KafkaPositionsError, TopicPositions, lag
 from schemas.offsets import TopicOffsets, recorded_offsets
 from schemas.tables.spec import TableSpec
 
@@ -22,6 +23,26 @@ EVENT_TIME_COLUMN = "event_timestamp"
 FRESHNESS_CHECK = "events_within_15_minutes"
 NO_SNAPSHOT = "no-snapshot"
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
+@dataclass(frozen=True)
+class Watermarks:
+    """Where the topics stand (``schemas.kafka_positions``), or why Kafka could not say."""
+
+    positions: TopicPositions
+    error: str | None = None
+
+    @property
+    def available(self) -> bool:
+        return self.error is None
+
+
+def read_watermarks(kafka: KafkaResource, topics: set[str]) -> Watermarks:
+    """The topics' positions; a down broker is an expected state here, reported, never raised."""
+    try:
+        return Watermarks(kafka.positions(topics))
+    except KafkaPositionsError as exc:
+        return Watermarks({}, str(exc))
 
 
 @dataclass(frozen=True)
@@ -100,7 +121,8 @@ def observe_table(
     offsets = recorded_offsets(table)
     table_lag: dict[str, int] | None = None
     if watermarks.available:
-        table_lag = lag(offsets, {t: watermarks.high.get(t, {}) for t in {topic, *offsets}})
+        by_partition = lag(offsets, {t: watermarks.positions.get(t, {}) for t in sorted({topic, *offsets})})
+        table_lag = {t: sum(parts.values()) for t, parts in by_partition.items()}
     return TableObservation(
         table=spec.name,
         snapshot_id=snapshot.snapshot_id if snapshot is not None else None,

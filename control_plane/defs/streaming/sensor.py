@@ -21,7 +21,7 @@ from dagster import (
     sensor,
 )
 
-from control_plane.defs.streaming.observation import TableObservation, freshness_evaluation, observe_table
+from control_plane.defs.streaming.observation import TableObservation, freshness_evaluation, observe_table, read_watermarks
 from control_plane.defs.streaming.tables import OBSERVE_EVERY_S, STREAMING_KEYS, STREAMING_TABLES
 from control_plane.layers import asset_key, market_open_at
 from control_plane.resources import KafkaResource, LakeResource
@@ -47,7 +47,7 @@ def observation_events(
     lake: LakeResource, kafka: KafkaResource, cursor: dict[str, Any], now: dt.datetime, market_open: bool
 ) -> tuple[list[AssetObservation | AssetCheckEvaluation], dict[str, Any], list[str]]:
     """The events to record at ``now``, the next cursor, and one note per table (for the tick's log)."""
-    watermarks = kafka.high_watermarks({topic for _, topic in STREAMING_TABLES})
+    watermarks = read_watermarks(kafka, {topic for _, topic in STREAMING_TABLES})
     events: list[AssetObservation | AssetCheckEvaluation] = []
     next_cursor: dict[str, Any] = {}
     notes = [] if watermarks.available else [f"Kafka lag unavailable: {watermarks.error}"]

@@ -10,11 +10,11 @@ import pytest
 from dagster import AssetCheckEvaluation, AssetKey, AssetObservation, DagsterInstance, Definitions, build_sensor_context
 
 from control_plane.defs.streaming import defs as streaming_defs
-from control_plane.defs.streaming.observation import FRESHNESS_CHECK, freshness_evaluation, observe_table
+from control_plane.defs.streaming.observation import FRESHNESS_CHECK, Watermarks, freshness_evaluation, observe_table, read_watermarks
 from control_plane.defs.streaming.sensor import HEARTBEAT, observation_events, observe_streaming_tables
 from control_plane.defs.streaming.tables import STREAMING_KEYS
-from control_plane.kafka_lag import Watermarks, high_watermarks, lag
 from control_plane.resources import LakeResource
+from schemas.kafka_positions import PartitionPositions
 from schemas.offsets import OFFSETS_PROPERTY, encode_offsets
 from schemas.tables.bronze import BRONZE_TRADES
 from schemas.tables.silver import SILVER_TRADES
@@ -69,7 +69,7 @@ def test_first_tick_records_every_table_without_a_run(lake, instance) -> None:
     meta = {k: v.value for k, v in silver.metadata.items()}
     assert meta["rows"] == 9 and meta["files"] == 1
     assert meta["recorded_offsets"] == {RAW_TRADES: {"0": 9}}
-    assert meta["lag"].startswith("unavailable: no answer from Kafka at 127.0.0.1:9")
+    assert meta["lag"].startswith("unavailable: Kafka at 127.0.0.1:9 is unreachable")
     assert meta["newest_event_at"] == g.at(g.DAY1, "15:59").timestamp()
     # A table nobody wrote yet is observed too, with a stable placeholder version.
     assert seen[BRONZE_TRADES_KEY].tags["dagster/data_version"] == "no-snapshot"
@@ -141,21 +141,22 @@ def test_runless_observations_give_gold_its_input_data_version(lake, instance) -
     assert materialization.tags["dagster/input_data_version/silver/trades"] == built_from
 
 
-def test_lag_is_high_watermark_minus_recorded_offsets() -> None:
-    assert lag({"raw.trades": {0: 10, 1: 5}}, {"raw.trades": {0: 12, 1: 5, 2: 3}}) == {"raw.trades": 5}
+def at_end(*highs: int) -> dict[int, PartitionPositions]:
+    return {p: PartitionPositions(0, high, high) for p, high in enumerate(highs)}
 
 
-def test_observe_table_with_watermarks(lake) -> None:
+def test_lag_is_end_offset_minus_recorded_offsets_summed_per_topic(lake) -> None:
     append(lake, BRONZE_TRADES, BRONZE_TRADES.empty(), {OFFSETS_PROPERTY: encode_offsets({RAW_TRADES: {0: 7, 1: 3}})})
-    observation = observe_table(lake.table(BRONZE_TRADES), BRONZE_TRADES, RAW_TRADES, Watermarks({RAW_TRADES: {0: 10, 1: 3}}))
-    assert observation.lag == {RAW_TRADES: 3} and observation.lag_total == 3
+    marks = Watermarks({RAW_TRADES: at_end(10, 3, 4)})  # partition 2 recorded nothing yet: all 4 messages lag
+    observation = observe_table(lake.table(BRONZE_TRADES), BRONZE_TRADES, RAW_TRADES, marks)
+    assert observation.lag == {RAW_TRADES: 7} and observation.lag_total == 7
     assert observation.newest_event_at is None
 
 
-def test_unreachable_broker_answers_within_the_timeout() -> None:
+def test_unreachable_broker_is_reported_within_the_timeout() -> None:
     started = time.monotonic()
-    marks = high_watermarks(NO_BROKER, ["raw.trades"], timeout_s=0.3)
-    assert not marks.available and "no answer from Kafka" in marks.error
+    marks = read_watermarks(no_kafka(), {RAW_TRADES})
+    assert not marks.available and NO_BROKER in marks.error
     assert time.monotonic() - started < 5
 
 
