@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 from confluent_kafka.admin import AdminClient
 
 from schemas.catalog import open_catalog
+from schemas.kafka_config import kafka_client_config
 from schemas.settings import Settings
 from schemas.topics import RAW_TOPICS, dead_letter_topic
 from stream_workers import broker
@@ -23,9 +24,11 @@ from stream_workers.status import LakeStatus, lake_status
 ALL_TOPICS = [*RAW_TOPICS, *(dead_letter_topic(t) for t in RAW_TOPICS)]
 
 
-def recreate_topics(bootstrap: str, partitions: int = 6) -> None:
-    """Delete and create the raw + dead-letter topics so each test starts from offset 0."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+def recreate_topics(bootstrap: broker.KafkaTarget, partitions: int = 6) -> None:
+    """Delete and create the raw + dead-letter topics so each test starts from offset 0.
+
+    ``bootstrap``: ``host:port`` or a client config with security (``kafka_client_config``)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap} if isinstance(bootstrap, str) else dict(bootstrap))
     existing = set(admin.list_topics(timeout=10).topics)
     doomed = [t for t in ALL_TOPICS if t in existing]
     if doomed:
@@ -111,7 +114,7 @@ def wait_drained(settings: Settings, produced: dict[str, int], timeout: float = 
     deadline = time.monotonic() + timeout
     status = None
     while time.monotonic() < deadline:
-        highs = {t: broker.high_watermarks(settings.kafka_bootstrap_servers, t) for t in RAW_TOPICS}
+        highs = {t: broker.high_watermarks(kafka_client_config(settings), t) for t in RAW_TOPICS}
         status = lake_status(catalog, highs)
         done = all(t.lag == 0 for t in status.tables if t.lag is not None)
         if done and all(sum(highs[t].values()) == produced.get(t, 0) for t in RAW_TOPICS):
