@@ -1,0 +1,116 @@
+"""The worker loop (``engine.StreamWorker``) on an in-memory consumer and a real SQLite-catalog lake:
+failed commits are recovered without loss or duplicates, vanished offsets halt their partition."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pyarrow.compute as pc
+import pytest
+from sqlalchemy.exc import OperationalError
+
+from schemas.avro import CURRENT_CONTRACT
+from schemas.catalog import open_catalog
+from schemas.offsets import recorded_offsets
+from schemas.tables.bronze import BRONZE_TRADES
+from schemas.tables.silver import SILVER_TRADES
+from schemas.topics import RAW_TRADES
+from schemas.wire import encode
+from simulator.market import GeneratorConfig, generate
+from stream_workers import engine
+from stream_workers.ledger import LedgerTable
+from stream_workers.engine import StreamWorker
+from tests.unit.streaming.memory_kafka import ConfirmingProducer, MemoryConsumer
+
+PARTITIONS = 3
+
+
+def _log(trades: int, seed: int = 1) -> dict[tuple[str, int], list[bytes | None]]:
+    contract = CURRENT_CONTRACT[RAW_TRADES]
+    records = [r for t, r in generate(GeneratorConfig(trades=trades, seed=seed, duplicates=0.05)) if t == RAW_TRADES]
+    log: dict[tuple[str, int], list[bytes | None]] = {(RAW_TRADES, p): [] for p in range(PARTITIONS)}
+    for i, r in enumerate(records):
+        log[(RAW_TRADES, i % PARTITIONS)].append(encode(contract.local_id, contract.parsed, r))
+    return log
+
+
+def _run_until(worker: StreamWorker, done, timeout: float = 60) -> None:  # type: ignore[no-untyped-def]
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    try:
+        while not done():
+            assert thread.is_alive(), "the worker loop ended by itself"
+            assert time.monotonic() < deadline, "timed out"
+            time.sleep(0.05)
+    finally:
+        worker.stop()
+        thread.join(30)
+
+
+def _ends(settings, spec) -> dict[int, int]:  # type: ignore[no-untyped-def]
+    table = open_catalog(settings).load_table(spec.name)
+    return recorded_offsets(table).get(RAW_TRADES, {})
+
+
+@pytest.fixture
+def settings(offline_lake_settings):  # type: ignore[no-untyped-def]
+    return offline_lake_settings.with_overrides(commit_interval_s=0.05, max_batch_rows=40, recovery_backoff_max_s=0.1)
+
+
+def test_failed_commits_are_recovered_without_loss_or_duplicates(settings, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    log = _log(600)
+    real_commit = LedgerTable.commit
+    calls = {"n": 0}
+
+    def flaky(self, topic, span, rows, planner=None):  # type: ignore[no-untyped-def]
+        if self.name in (BRONZE_TRADES.name, SILVER_TRADES.name):
+            calls["n"] += 1
+            if calls["n"] in (2, 5, 6, 11):  # catalog locked at a few moments, twice in a row once
+                raise OperationalError("UPDATE iceberg_tables", {}, Exception("database is locked"))
+        return real_commit(self, topic, span, rows, planner)
+
+    monkeypatch.setattr(LedgerTable, "commit", flaky)
+    worker = StreamWorker(settings, topics=(RAW_TRADES,), consumer=MemoryConsumer(log), dlq_producer=ConfirmingProducer())
+    want = {p: len(log[(RAW_TRADES, p)]) for p in range(PARTITIONS)}
+    _run_until(worker, lambda: _ends(settings, BRONZE_TRADES) == want and _ends(settings, SILVER_TRADES) == want)
+    assert worker.stats.failures >= 4
+    catalog = open_catalog(settings)
+    bronze = catalog.load_table(BRONZE_TRADES.name).scan(selected_fields=("kafka_partition", "kafka_offset", "trade_id")).to_arrow()
+    got = sorted(zip(bronze["kafka_partition"].to_pylist(), bronze["kafka_offset"].to_pylist()))
+    assert got == sorted((p, o) for p in range(PARTITIONS) for o in range(want[p])), "every offset exactly once"
+    silver = catalog.load_table(SILVER_TRADES.name).scan(selected_fields=("trade_id",)).to_arrow()
+    assert silver.num_rows == len(pc.unique(bronze["trade_id"])) == len(pc.unique(silver["trade_id"]))
+
+
+def test_a_recorded_offset_past_the_end_halts_its_partition_until_reset(settings, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(engine, "HALTED_RECHECK_S", 0.1)
+    log = _log(90)
+    catalog = open_catalog(settings)
+    for spec in (BRONZE_TRADES, SILVER_TRADES):  # the lake read partition 0 of an older incarnation up to 500
+        LedgerTable(catalog, spec).record_offsets(RAW_TRADES, {0: 500}, {})
+    worker = StreamWorker(settings, topics=(RAW_TRADES,), consumer=MemoryConsumer(log), dlq_producer=ConfirmingProducer())
+    others = {p: len(log[(RAW_TRADES, p)]) for p in (1, 2)}
+    _run_until(worker, lambda: {p: o for p, o in _ends(settings, BRONZE_TRADES).items() if p} == others)
+    halted = worker.halted()
+    assert list(halted) == [(RAW_TRADES, 0)] and "ends at" in halted[(RAW_TRADES, 0)]
+    assert _ends(settings, BRONZE_TRADES)[0] == 500, "nothing skipped, nothing recorded for the halted partition"
+    for spec in (BRONZE_TRADES, SILVER_TRADES):  # the operator's reset-offsets
+        LedgerTable(catalog, spec).record_offsets(RAW_TRADES, {0: 0}, {})
+    worker2 = StreamWorker(settings, topics=(RAW_TRADES,), consumer=MemoryConsumer(log), dlq_producer=ConfirmingProducer())
+    want = {p: len(log[(RAW_TRADES, p)]) for p in range(PARTITIONS)}
+    _run_until(worker2, lambda: _ends(settings, BRONZE_TRADES) == want)
+    assert worker2.halted() == {}
+
+
+def test_retention_past_the_recorded_offset_halts_instead_of_skipping(settings) -> None:  # type: ignore[no-untyped-def]
+    log = _log(90)
+    catalog = open_catalog(settings)
+    for spec in (BRONZE_TRADES, SILVER_TRADES):
+        LedgerTable(catalog, spec).record_offsets(RAW_TRADES, {1: 2}, {})
+    consumer = MemoryConsumer(log, low={(RAW_TRADES, 1): 7})
+    worker = StreamWorker(settings, topics=(RAW_TRADES,), consumer=consumer, dlq_producer=ConfirmingProducer())
+    _run_until(worker, lambda: (RAW_TRADES, 1) in worker.halted() and 0 in _ends(settings, BRONZE_TRADES))
+    assert "retention deleted 5 unread messages" in worker.halted()[(RAW_TRADES, 1)]
+    assert _ends(settings, BRONZE_TRADES)[1] == 2
