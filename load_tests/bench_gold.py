@@ -5,8 +5,9 @@
 
 Left column: ``gold_job`` for the day, run in process exactly as the daemon runs it (silver quality checks,
 silver.trader_activity, the four gold tables: pyiceberg scans -> Arrow -> DuckDB -> partition overwrite,
-read-back checks). Right column: the same gold SQL (``control_plane.defs.gold.sql``) by DuckDB reading the
-day's silver Parquet files directly, results left in memory (no Iceberg, no Dagster, no checks).
+read-back checks). Right column: the same gold SQL (``control_plane.defs.gold.sql``) and average-cost
+pass (``control_plane.defs.gold.ledger``) by DuckDB reading the day's silver Parquet files directly,
+results left in memory (no Iceberg, no Dagster, no checks).
 Silver is written first through the same table specs (not timed), in batches like the stream's commits.
 """
 
@@ -117,11 +118,12 @@ def parquet_files(lake, spec, day: dt.date) -> list[str]:
 
 def duckdb_direct(lake, day: dt.date) -> dict[str, float]:
     """The gold SQL over the day's silver Parquet files, each aggregation timed on its own."""
+    from control_plane.defs.gold import ledger
     from control_plane.defs.gold import sql as gold_sql
     from schemas.tables.silver import SILVER_ORDERBOOK, SILVER_TRADES
 
     trade_files, book_files = parquet_files(lake, SILVER_TRADES, day), parquet_files(lake, SILVER_ORDERBOOK, day)
-    con = gold_sql.connect(seed=gold_sql.empty_seed())
+    con = gold_sql.connect(seed=ledger.empty_seed())
     con.execute(f"CREATE VIEW trades AS SELECT {', '.join(gold_sql.TRADE_COLUMNS)} FROM read_parquet({trade_files!r}) "
                 f"WHERE trade_date = DATE '{day}'")
     con.execute(f"CREATE VIEW books AS SELECT {', '.join(gold_sql.BOOK_COLUMNS)} FROM read_parquet({book_files!r}) "
@@ -138,7 +140,7 @@ def duckdb_direct(lake, day: dt.date) -> dict[str, float]:
     gold_sql.market_overview_on(con)
     times["gold.market_overview"] = time.perf_counter() - started
     started = time.perf_counter()
-    gold_sql.average_cost_day_on(con, day.isoformat())
+    ledger.average_cost_day_on(con, day.isoformat())
     times["gold.trader_performance + portfolio_positions"] = time.perf_counter() - started
     return times
 

@@ -114,6 +114,8 @@ PORTFOLIO_POSITIONS = _daily(
         pa.field("avg_entry_price", pa.float64()),
         pa.field("last_price", pa.float64()),
         pa.field("unrealized_pnl", pa.float64()),
+        # Realized so far by the open position's round trip, carried so the trip's win/loss counts all of it.
+        pa.field("open_trip_realized_pnl", pa.float64()),
     ],
     ("trade_date", "trader_id", "symbol"),
     "Open (non-zero) positions per trader and symbol at the end of the day, cumulative over all earlier days.",

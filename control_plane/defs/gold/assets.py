@@ -25,7 +25,9 @@ from dagster import (
     map_asset_specs,
     multi_asset,
 )
+from pyiceberg.table import Table
 
+from control_plane.defs.gold import ledger
 from control_plane.defs.gold import sql as gold_sql
 from control_plane.lake_io import as_day, count_day, days_present, overwrite_day, read_day, read_days
 from control_plane.layers import (
@@ -61,12 +63,12 @@ GOLD_KEYS = (SUMMARY_KEY, PERFORMANCE_KEY, OVERVIEW_KEY, POSITIONS_KEY)
 CUMULATIVE_KEYS = (PERFORMANCE_KEY, POSITIONS_KEY)
 
 AVERAGE_COST_METHOD = """\
-Realized PnL uses the average-cost method per (trader, symbol), trades in trade_timestamp order (trade_id
-breaks ties): buying into a long (or selling into a short) position adds to it at the running average
-price; a trade against the position realizes (price - average cost) x closed quantity (sign-adjusted for
-shorts) and leaves the average unchanged; a trade larger than the position closes it and opens the
-remainder at the trade price. Positions carried in from earlier days keep their average cost (from
-gold.portfolio_positions of the latest earlier day, replaying silver for any days in between).
+Realized PnL uses the moving average cost per (trader, symbol), trades in trade_timestamp order (trade_id
+breaks ties): adding q at price p to a position of n at average cost c gives (n*c + q*p) / (n + q); a trade
+against the position realizes (p - c) x closed quantity (sign-adjusted for shorts) and leaves c unchanged;
+a trade larger than the position closes it and opens the remainder at p. Positions carried in from earlier
+days keep their average cost (from gold.portfolio_positions of the latest earlier day, replaying silver
+for any days in between). Computed in one linear pass over the trades sorted by trader and time.
 A round trip is the life of one position from flat until it is flat again or flips; win_rate = round
 trips closed that day with positive realized PnL / round trips closed that day (NULL when none closed).
 max_drawdown = largest fall of the day's cumulative realized PnL from its running peak (which starts at 0).
@@ -79,6 +81,18 @@ def _rows_metadata(spec: TableSpec, rows: pa.Table, day: str, **extra: object) -
 
 def _push(lake: LakeResource, key: AssetKey, rows: int, started: float) -> None:
     push_asset_run(lake.settings().pushgateway_url, key.path, rows, time.monotonic() - started, "success")
+
+
+def gold_table(lake: LakeResource, spec: TableSpec) -> Table:
+    """A Dagster-owned table, with any column its spec gained since the table was created added (as nulls
+    on old rows), so a new gold column needs no manual migration of an existing lake."""
+    table = lake.table(spec)
+    missing = set(spec.columns.names) - {f.name for f in table.schema().fields}
+    if missing:
+        with table.update_schema() as update:
+            update.union_by_name(spec.iceberg_schema())
+        table = lake.table(spec)
+    return table
 
 
 def _all_positive(rows: pa.Table, columns: tuple[str, ...]) -> tuple[bool, dict[str, int]]:
@@ -214,18 +228,18 @@ def market_overview(context: AssetExecutionContext, lake: LakeResource) -> Itera
 
 def carried_seed(lake: LakeResource, day: dt.date) -> tuple[dt.date | None, pa.Table]:
     """The newest positions partition before ``day`` (its date and rows), or (None, empty) if there is none."""
-    target = lake.table(PORTFOLIO_POSITIONS)
+    target = gold_table(lake, PORTFOLIO_POSITIONS)
     earlier = [d for d in days_present(target) if d < day]
     if not earlier:
-        return None, gold_sql.empty_seed()
-    return earlier[-1], read_day(target, earlier[-1], gold_sql.SEED_COLUMNS)
+        return None, ledger.empty_seed()
+    return earlier[-1], read_day(target, earlier[-1], ledger.SEED_COLUMNS)
 
 
-def replay_day(lake: LakeResource, day: dt.date) -> tuple[gold_sql.AverageCostDay, dict[str, object]]:
+def replay_day(lake: LakeResource, day: dt.date) -> tuple[ledger.AverageCostDay, dict[str, object]]:
     """Average-cost replay of ``day`` from the newest earlier positions, replaying silver for any gap."""
     seed_day, seed = carried_seed(lake, day)
     trades = read_days(lake.table(SILVER_TRADES), seed_day, day, gold_sql.TRADE_COLUMNS)
-    result = gold_sql.average_cost_day(trades, seed, day.isoformat())
+    result = ledger.average_cost_day(trades, seed, day.isoformat())
     return result, {
         "seeded_from": seed_day.isoformat() if seed_day else "nothing (replayed all silver up to the day)",
         "replayed_silver_trades": trades.num_rows,
@@ -282,7 +296,7 @@ def trader_performance_and_positions(context: AssetExecutionContext, lake: LakeR
     for day in days:
         result, notes = replay_day(lake, day)
         overwrite_day(lake.table(TRADER_PERFORMANCE), result.performance, day)
-        overwrite_day(lake.table(PORTFOLIO_POSITIONS), result.positions, day)
+        overwrite_day(gold_table(lake, PORTFOLIO_POSITIONS), result.positions, day)
         rates = result.performance.column("win_rate")
         in_range = pc.fill_null(pc.and_(pc.greater_equal(rates, 0), pc.less_equal(rates, 1)), True)
         win_rates_ok &= bool(pc.all(in_range, min_count=0).as_py())

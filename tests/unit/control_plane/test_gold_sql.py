@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 
 from control_plane.defs.gold import sql as gold_sql
-from schemas.tables.gold import DAILY_TRADING_SUMMARY, MARKET_OVERVIEW, PORTFOLIO_POSITIONS, TRADER_ACTIVITY
+from schemas.tables.gold import DAILY_TRADING_SUMMARY, MARKET_OVERVIEW, TRADER_ACTIVITY
 from tests.unit.control_plane import gold_days as g
 
 
@@ -61,67 +61,11 @@ def test_top_movers_are_capped_at_five() -> None:
     assert row["top_gainers"][0]["pct_change"] == pytest.approx(7.0)
 
 
-def test_average_cost_day_one_from_flat() -> None:
-    result = gold_sql.average_cost_day(g.silver_trades(day=g.DAY1), gold_sql.empty_seed(), g.DAY1.isoformat())
-    perf = by(result.performance, "trader_id")
-    assert set(perf) == set(g.PERFORMANCE_DAY1)
-    for trader, (count, vol, notional, pnl, closed, won, rate, dd) in g.PERFORMANCE_DAY1.items():
-        r = perf[trader]
-        assert (r["trade_count"], r["total_volume"], r["total_notional"]) == (count, vol, notional), trader
-        assert r["realized_pnl"] == pytest.approx(pnl), trader
-        assert (r["closed_round_trips"], r["winning_round_trips"]) == (closed, won), trader
-        assert r["win_rate"] == rate, trader
-        assert r["max_drawdown"] == pytest.approx(dd), trader
-    assert by(result.positions, "trader_id", "symbol").keys() == g.POSITIONS_DAY1.keys()
-    for key, expected in g.POSITIONS_DAY1.items():
-        r = by(result.positions, "trader_id", "symbol")[key]
-        got = (r["net_quantity"], r["avg_entry_price"], r["last_price"], r["unrealized_pnl"])
-        assert got == pytest.approx(expected), key
-
-
-def test_positions_carry_into_day_two() -> None:
-    day1 = gold_sql.average_cost_day(g.silver_trades(day=g.DAY1), gold_sql.empty_seed(), g.DAY1.isoformat())
-    day2 = gold_sql.average_cost_day(g.silver_trades(day=g.DAY2), day1.positions, g.DAY2.isoformat())
-    positions = by(day2.positions, "trader_id", "symbol")
-    assert positions.keys() == g.POSITIONS_DAY2.keys()
-    for key, expected in g.POSITIONS_DAY2.items():
-        r = positions[key]
-        assert (r["net_quantity"], r["avg_entry_price"], r["last_price"], r["unrealized_pnl"]) == pytest.approx(expected)
-    assert all(r["trade_date"] == g.DAY2 for r in day2.positions.to_pylist())
-    perf = by(day2.performance, "trader_id")
-    for trader, (count, vol, notional, pnl, closed, won, rate, dd) in g.PERFORMANCE_DAY2.items():
-        r = perf[trader]
-        assert (r["trade_count"], r["total_volume"], r["realized_pnl"]) == (count, vol, pytest.approx(pnl))
-        assert (r["closed_round_trips"], r["win_rate"], r["max_drawdown"]) == (closed, rate, dd)
-
-
-def test_replaying_two_days_from_flat_equals_carrying_the_seed() -> None:
-    """A missing checkpoint is replaced by replaying more silver: same positions either way."""
-    carried = gold_sql.average_cost_day(
-        g.silver_trades(day=g.DAY2),
-        gold_sql.average_cost_day(g.silver_trades(day=g.DAY1), gold_sql.empty_seed(), "2024-01-02").positions,
-        "2024-01-03",
-    )
-    replayed = gold_sql.average_cost_day(g.silver_trades(), gold_sql.empty_seed(), "2024-01-03")
-    assert replayed.positions.equals(carried.positions)
-    # Day-2 performance is the same too, except nothing differs: only day-2 trades are counted.
-    assert replayed.performance.equals(carried.performance)
-
-
 def test_a_day_without_trades_gives_empty_tables() -> None:
     empty = g.silver_trades([])
     assert gold_sql.daily_trading_summary(empty, g.silver_books([])).num_rows == 0
     assert gold_sql.market_overview(gold_sql.daily_trading_summary(empty, g.silver_books([]))).num_rows == 0
     assert gold_sql.trader_activity(empty).num_rows == 0
-    result = gold_sql.average_cost_day(empty, gold_sql.empty_seed(), "2024-01-06")
-    assert result.performance.num_rows == 0 and result.positions.num_rows == 0
-
-
-def test_quiet_day_carries_positions_unchanged() -> None:
-    day1 = gold_sql.average_cost_day(g.silver_trades(day=g.DAY1), gold_sql.empty_seed(), "2024-01-02")
-    weekend = gold_sql.average_cost_day(g.silver_trades([]), day1.positions, "2024-01-06")
-    assert weekend.positions.schema == PORTFOLIO_POSITIONS.columns
-    assert weekend.positions.drop_columns(["trade_date"]).equals(day1.positions.drop_columns(["trade_date"]))
 
 
 def test_trader_activity_per_hour() -> None:
@@ -134,19 +78,3 @@ def test_trader_activity_per_hour() -> None:
     nine = dt.datetime(2024, 1, 2, 14, tzinfo=dt.timezone.utc)
     assert rows[("B", nine)]["distinct_symbols"] == 1 and rows[("B", ten)]["total_volume"] == 5.0
     assert sum(r["trade_count"] for r in out.to_pylist()) == 9
-
-
-def test_shorts_flip_and_zero_quantity_trades() -> None:
-    rows = [
-        ("S1", g.DAY1, "09:30", "Z", "SELL", 10, "AAPL", 50.0),  # short 10 @50
-        ("S2", g.DAY1, "09:31", "Z", "BUY", 0, "AAPL", 10.0),    # nothing happens
-        ("S3", g.DAY1, "09:32", "Z", "SELL", 10, "AAPL", 44.0),  # short 20 @47
-        ("S4", g.DAY1, "09:33", "Z", "BUY", 30, "AAPL", 40.0),   # +140 realized, flip to +10 @40: trip won
-        ("S5", g.DAY1, "09:34", "Z", "SELL", 10, "AAPL", 39.0),  # -10 realized, flat: trip lost
-    ]
-    result = gold_sql.average_cost_day(g.silver_trades(rows), gold_sql.empty_seed(), "2024-01-02")
-    perf = result.performance.to_pylist()[0]
-    assert perf["realized_pnl"] == pytest.approx(130.0)
-    assert (perf["closed_round_trips"], perf["winning_round_trips"], perf["win_rate"]) == (2, 1, 0.5)
-    assert perf["max_drawdown"] == pytest.approx(10.0)
-    assert result.positions.num_rows == 0
