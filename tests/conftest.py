@@ -18,6 +18,7 @@ import pytest
 
 from schemas.settings import Settings
 from stream_workers import broker
+from tests.integration.production_parts import production_lake, production_parts  # noqa: F401  (fixtures)
 
 TEST_BOOTSTRAP_ENV = "TICKLAKE_TEST_BOOTSTRAP"
 # Nothing listens on the discard port: Kafka calls from a test that should not need a broker fail fast.

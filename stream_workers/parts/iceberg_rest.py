@@ -49,6 +49,7 @@ class RestCatalogConfig:
     host: str = "127.0.0.1"
     region: str = "us-east-1"
     heap: str = "512m"
+    backend_name: str = "rest_backend"  # the JDBC store keeps one catalog per name: tests use one each
 
     @property
     def uri(self) -> str:
@@ -84,6 +85,7 @@ def server_env(config: RestCatalogConfig) -> dict[str, str]:
     env.update({
         "REST_HOST": config.host,
         "CATALOG_REST_PORT": str(config.port),
+        "CATALOG_CATALOG_NAME": config.backend_name,
         "CATALOG_URI": config.jdbc_uri,
         "CATALOG_JDBC_SCHEMA__VERSION": "V1",
         "CATALOG_WAREHOUSE": config.warehouse,
