@@ -169,25 +169,25 @@ def test_late_silver_rows_rebuild_only_their_day(lake, cp_defs, instance) -> Non
 
 
 def test_a_day_without_trades_builds_empty_partitions(lake, cp_defs, instance) -> None:
-    result = build_day(cp_defs, instance, "2024-01-06")  # a Saturday
+    result = build_day(cp_defs, instance, "2024-01-05")  # a session without trades in this lake
     assert result.success
     for spec in (TRADER_ACTIVITY, DAILY_TRADING_SUMMARY, TRADER_PERFORMANCE, MARKET_OVERVIEW):
-        assert rows_of(lake, spec, "2024-01-06") == [], spec.name
+        assert rows_of(lake, spec, "2024-01-05") == [], spec.name
     summary_checks = {e.check_name: e.passed
                       for e in result.get_asset_check_evaluations()}
     assert summary_checks["trade_count_matches_silver"] is True
 
 
 def test_positions_replay_the_days_no_run_built(lake, cp_defs, instance) -> None:
-    """Saturday after day 1 with day 2 never built: positions replay day 2 from silver on top of day 1."""
+    """Friday after day 1 with day 2 never built: positions replay day 2 from silver on top of day 1."""
     assert build_day(cp_defs, instance, g.DAY1).success
-    assert build_day(cp_defs, instance, "2024-01-06").success
-    weekend = by_key(rows_of(lake, PORTFOLIO_POSITIONS, "2024-01-06"), "trader_id", "symbol")
+    assert build_day(cp_defs, instance, "2024-01-05").success
+    weekend = by_key(rows_of(lake, PORTFOLIO_POSITIONS, "2024-01-05"), "trader_id", "symbol")
     assert weekend.keys() == g.POSITIONS_DAY2.keys()
     for key, values in g.POSITIONS_DAY2.items():
         r = weekend[key]
         assert (r["net_quantity"], r["avg_entry_price"], r["last_price"], r["unrealized_pnl"]) == pytest.approx(values)
-    assert rows_of(lake, TRADER_PERFORMANCE, "2024-01-06") == []  # no trades dated Saturday
+    assert rows_of(lake, TRADER_PERFORMANCE, "2024-01-05") == []  # no trades dated that Friday
 
 
 def test_a_bad_silver_day_is_blocked_before_gold(lake, cp_defs, instance) -> None:

@@ -31,7 +31,6 @@ from control_plane.defs.gold import ledger
 from control_plane.defs.gold import sql as gold_sql
 from control_plane.lake_io import as_day, count_day, days_present, overwrite_day, read_day, read_days
 from control_plane.layers import (
-    GOLD_FRESHNESS,
     GOLD_POOL,
     GOLD_RETRY,
     SILVER_POOL,
@@ -321,9 +320,9 @@ def trader_performance_and_positions(context: AssetExecutionContext, lake: LakeR
     yield AssetCheckResult(asset_key=POSITIONS_KEY, check_name="prices_positive", passed=prices_ok)
 
 
-# Every gold asset: due by 19:00 New York on weekdays, selectable as ``tag:layer=gold``.
+# Every gold asset is selectable as ``tag:layer=gold``. (Freshness is checked on sessions by ``sessions``.)
 GOLD_ASSETS = map_asset_specs(
-    lambda spec: spec.replace_attributes(freshness_policy=GOLD_FRESHNESS).merge_attributes(tags={"layer": "gold"}),
+    lambda spec: spec.merge_attributes(tags={"layer": "gold"}),
     [daily_trading_summary, market_overview, trader_performance_and_positions],
 )
 
