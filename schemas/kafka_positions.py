@@ -14,12 +14,15 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from confluent_kafka import Consumer, IsolationLevel, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, ClusterMetadata, OffsetSpec
 
 from schemas.offsets import TopicOffsets
+
+if TYPE_CHECKING:
+    from schemas.settings import Settings
 
 T = TypeVar("T")
 
@@ -45,6 +48,7 @@ RETRIABLE_CODES = frozenset({
     KafkaError._ALL_BROKERS_DOWN,
     KafkaError._RESOLVE,
     KafkaError._WAIT_COORD,
+    KafkaError._UNKNOWN_PARTITION,  # a consumer's metadata right after a broker restart
 })
 # Retriable errors that mean "nobody answers" rather than "the broker is busy".
 UNREACHABLE_CODES = frozenset({
@@ -132,12 +136,24 @@ def with_retries(
 class KafkaPositions:
     """Reads partition positions from one cluster; keep one per process and reuse it (it holds a client)."""
 
-    def __init__(self, bootstrap: str, wait_s: float = DEFAULT_WAIT_S) -> None:
+    def __init__(
+        self, bootstrap: str, wait_s: float = DEFAULT_WAIT_S, client_config: Mapping[str, Any] | None = None
+    ) -> None:
+        """``client_config``: librdkafka settings for a secured cluster (``schemas.kafka_config``); errors
+        name ``bootstrap`` only, never credentials."""
         self.bootstrap = bootstrap
         self.wait_s = wait_s
         # librdkafka would log every failed reconnect while a broker is down; errors are raised with context.
-        self._admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 2})
+        self._config: dict[str, Any] = {**(client_config or {}), "bootstrap.servers": bootstrap, "log_level": 2}
+        self._admin = AdminClient(dict(self._config))
         self._reader: Consumer | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, wait_s: float = DEFAULT_WAIT_S) -> KafkaPositions:
+        """A reader for the configured cluster, with its security settings."""
+        from schemas.kafka_config import kafka_client_config
+
+        return cls(settings.kafka_bootstrap_servers, wait_s, kafka_client_config(settings))
 
     def _retry(self, call: Callable[[float], T], what: str | Callable[[], str]) -> T:
         return with_retries(call, what=what, bootstrap=self.bootstrap, wait_s=self.wait_s)
@@ -262,14 +278,13 @@ class KafkaPositions:
     def _consumer(self) -> Consumer:
         if self._reader is None:
             self._reader = Consumer({
-                "bootstrap.servers": self.bootstrap,
+                **self._config,
                 "group.id": f"ticklake-positions-{uuid.uuid4().hex[:8]}",  # never joins or commits: assign only
                 "enable.auto.commit": False,
                 "isolation.level": "read_committed",
                 "enable.partition.eof": True,
                 "auto.offset.reset": "error",  # a start below the log start is an error, never a silent jump
                 "fetch.wait.max.ms": 20,
-                "log_level": 2,
             })
         return self._reader
 
@@ -277,6 +292,20 @@ class KafkaPositions:
         if self._reader is not None:
             self._reader.close()
             self._reader = None
+
+
+def consumer_watermarks(
+    consumer: Consumer, topic: str, partition: int, bootstrap: str, wait_s: float = DEFAULT_WAIT_S
+) -> tuple[int, int]:
+    """``(log-start offset, high watermark)`` through a consumer the caller already has (the worker's),
+    with the same bounded retry of retriable errors as every other read here."""
+    tp = TopicPartition(topic, partition)
+
+    def call(remaining: float) -> tuple[int, int]:
+        low, high = consumer.get_watermark_offsets(tp, timeout=min(remaining, 5.0), cached=False)
+        return int(low), int(high)
+
+    return with_retries(call, what=f"reading the watermarks of {topic}[{partition}]", bootstrap=bootstrap, wait_s=wait_s)
 
 
 def read_positions(bootstrap: str, topics: Iterable[str], wait_s: float = DEFAULT_WAIT_S) -> TopicPositions:

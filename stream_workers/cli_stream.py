@@ -119,7 +119,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from schemas.kafka_positions import KafkaPositions
     from stream_workers.status import lake_status
 
-    kafka = KafkaPositions(settings.kafka_bootstrap_servers)
+    kafka = KafkaPositions.from_settings(settings)
     catalog = open_catalog(settings)
     try:
         status = lake_status(catalog, kafka)

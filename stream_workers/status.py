@@ -20,6 +20,7 @@ a recorded offset unless offsets really vanished.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -32,17 +33,18 @@ from pyiceberg.expressions import EqualTo
 from pyiceberg.table import Table
 
 from schemas.kafka_positions import KafkaPositions, KafkaPositionsError, PartitionPositions, UnknownTopic
-from schemas.offsets import recorded_counters, recorded_offsets
+from schemas.offsets import recorded_counters, recorded_offsets, snapshot_ancestry
 from schemas.tables.bronze import BRONZE_BY_TOPIC, DEAD_LETTERS
 from schemas.tables.silver import SILVER_BY_TOPIC, SILVER_REJECTS
 from schemas.tables.spec import TableSpec, ensure_table
 from schemas.topics import RAW_TOPICS
 from stream_workers.rules import RULES
 
-# Table property (not a snapshot property, so expiry and compaction keep it) where an operator's
-# ``ticklake reset-offsets`` records the offset ranges it skipped on purpose:
-# {"raw.trades": {"3": [[from, to), ...]}}. Skipped offsets are not holes.
-SKIPPED_OFFSETS_PROPERTY = "ticklake.skipped-offsets"
+# The note ``ticklake reset-offsets`` leaves in the snapshot summary of every table it moves:
+# {"topic": T, "at": ISO time, "partitions": {"3": {"from": {table: offset}, "to": offset}}}. A reset forward
+# skips offsets on purpose (not holes); a reset backward means a new incarnation of the topic (recreated):
+# rows ingested before it belong to the old one and are left out of the accounting of that partition.
+RESET_NOTE = "ticklake.offsets-reset"
 # Gaps are read back from Kafka in windows of at most this many offsets, and at most this many in all
 # per partition (beyond it the gap is reported as unverified, never as ok).
 GAP_READ_WINDOW = 20_000
@@ -91,6 +93,7 @@ class TopicAccount:
     duplicates: int  # recorded counter
     silver_covered_bronze_rows: int
     silver_errors: list[str]
+    earlier_incarnation_rows: int = 0  # bronze rows of the topic before it was recreated (left out)
 
     @property
     def bronze_balanced(self) -> bool:
@@ -143,6 +146,8 @@ def _account_lines(a: TopicAccount, lake_kafka_error: str | None) -> list[str]:
     overlaps = sum(last - first + 1 for p in a.partitions for first, last in p.overlaps)
     not_data = sum(p.not_data for p in a.partitions)
     extra = f"; {not_data:,d} offsets hold no data (transaction markers)" if not_data else ""
+    if a.earlier_incarnation_rows:
+        extra += f"; {a.earlier_incarnation_rows:,d} rows from before the topic was recreated left out"
     out = [
         f"{a.topic}: produced {produced} offsets; bronze {a.bronze_rows:,d} rows + {a.dead_letters:,d} dead letters "
         f"up to the recorded offsets: {holes:,d} missing, {overlaps:,d} twice{extra} [{mark}]"
@@ -225,13 +230,70 @@ def _table_status(name: str, table: Table, offsets: dict[int, int], lag: int | N
     return TableStatus(name, None if snap is None else snap.snapshot_id, rows, files, offsets, lag)
 
 
-def skipped_offsets(table: Table, topic: str) -> dict[int, Ranges]:
-    """Offset ranges an operator skipped on purpose (``SKIPPED_OFFSETS_PROPERTY``), as inclusive runs."""
-    raw = table.properties.get(SKIPPED_OFFSETS_PROPERTY)
-    if not raw:
-        return {}
-    parts = json.loads(raw).get(topic, {})
-    return {int(p): [(int(a), int(b) - 1) for a, b in spans if int(b) > int(a)] for p, spans in parts.items()}
+@dataclass(frozen=True)
+class OffsetReset:
+    partition: int
+    before: int  # bronze's recorded next offset before the reset
+    after: int
+    at_us: int  # when, UTC microseconds
+
+
+def offset_resets(table: Table, topic: str) -> list[OffsetReset]:
+    """The operator's resets of ``topic`` in the table's history (``RESET_NOTE``), oldest first.
+
+    Read from the snapshots still in the history, and from a table property of the same name holding a
+    JSON list of notes if the writer keeps one (snapshot expiry cannot remove that).
+    """
+    notes = list(json.loads(table.properties.get(RESET_NOTE) or "[]"))
+    for snapshot in snapshot_ancestry(table):
+        raw = snapshot.summary.get(RESET_NOTE) if snapshot.summary is not None else None
+        if raw:
+            notes.append(json.loads(raw))
+    found: dict[tuple[int, int], OffsetReset] = {}
+    for note in notes:
+        if note.get("topic") != topic:
+            continue
+        at = dt.datetime.fromisoformat(note["at"])
+        at_us = int(at.timestamp() * 1_000_000)
+        for part, change in note.get("partitions", {}).items():
+            before = (change.get("from") or {}).get(_table_name(table)) or 0
+            found[(int(part), at_us)] = OffsetReset(int(part), int(before), int(change["to"]), at_us)
+    return sorted(found.values(), key=lambda r: r.at_us)
+
+
+def _table_name(table: Table) -> str:
+    return ".".join(table.name())
+
+
+@dataclass
+class _Incarnations:
+    """Per partition: since when and from which offset rows count, and the ranges skipped on purpose."""
+
+    since_us: dict[int, int] = field(default_factory=dict)
+    start: dict[int, int] = field(default_factory=dict)
+    skipped: dict[int, Ranges] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, resets: list[OffsetReset]) -> _Incarnations:
+        out = cls()
+        for r in resets:  # oldest first: a later backward reset starts over
+            if r.after < r.before:
+                out.since_us[r.partition], out.start[r.partition] = r.at_us, r.after
+                out.skipped.pop(r.partition, None)
+            elif r.after > r.before:
+                out.skipped.setdefault(r.partition, []).append((r.before, r.after - 1))
+        return out
+
+    def current(self, rows: pa.Table, time_column: str) -> pa.Table:
+        """Rows of the topic's current incarnation (ingested after the last backward reset of their partition)."""
+        if not self.since_us or rows.num_rows == 0:
+            return rows
+        parts = rows["kafka_partition"].to_numpy(zero_copy_only=False).astype(np.int64)
+        times = pc.cast(rows[time_column], pa.int64()).to_numpy(zero_copy_only=False)
+        since = np.full(int(max(parts.max(), max(self.since_us))) + 1, np.iinfo(np.int64).min, dtype=np.int64)
+        for p, t in self.since_us.items():
+            since[p] = t
+        return rows.filter(pa.array(times >= since[parts]))
 
 
 def _coordinates(rows: pa.Table) -> tuple[np.ndarray, np.ndarray]:
@@ -265,6 +327,7 @@ def _partition_account(
     position: PartitionPositions | None,
     kafka_read: bool,
     stored: np.ndarray,
+    start: int,
     skipped: Ranges,
     kafka: KafkaPositions | None,
 ) -> PartitionAccount:
@@ -274,7 +337,7 @@ def _partition_account(
     as bare high watermarks) gaps are reported unverified.
     """
     low = position.low if position is not None else 0
-    account = PartitionAccount(partition, recorded, max(low, 0), int(len(stored)))
+    account = PartitionAccount(partition, recorded, max(low, start), int(len(stored)))
     values, counts = np.unique(stored, return_counts=True)
     account.overlaps = runs(values[counts > 1])
     if position is None:
@@ -295,7 +358,7 @@ def _partition_account(
             "(record a new starting point with `ticklake reset-offsets`)"
         )
         return account
-    expected = np.arange(low, recorded, dtype=np.int64)
+    expected = np.arange(account.checked_from, recorded, dtype=np.int64)
     missing = np.setdiff1d(expected, values, assume_unique=True)
     for first, last in skipped:
         missing = missing[(missing < first) | (missing > last)]
@@ -357,7 +420,7 @@ def _silver_errors(
     bronze: pa.Table,
     silver_offsets: Mapping[int, int],
     bronze_offsets: Mapping[int, int],
-    duplicates: int,
+    duplicates: int | None,
 ) -> tuple[list[str], int]:
     """Errors of silver's identity checks, and the number of bronze rows below silver's offsets."""
     errors: list[str] = []
@@ -412,7 +475,7 @@ def _silver_errors(
                 f"{lost.num_rows:,d} bronze rows whose {'/'.join(spec.key)} silver does not hold (lost): "
                 f"{where(_coordinate_keys(*_coordinates(lost)))}"
             )
-    if rest.num_rows != duplicates:
+    if duplicates is not None and rest.num_rows != duplicates:
         errors.append(
             f"{rest.num_rows:,d} bronze rows are duplicates by identity but silver counted {duplicates:,d} duplicates"
         )
@@ -465,8 +528,8 @@ def lake_status(
                 break
     else:
         positions = {t: {p: PartitionPositions(0, h, h) for p, h in kafka[t].items()} for t in RAW_TOPICS if t in kafka}
-    dead_letters = _scan(pinned.dead_letters, ("source_topic", "kafka_partition", "kafka_offset"))
-    rejects_all = _scan(pinned.rejects, ("source_topic", "kafka_partition", "kafka_offset"))
+    dead_letters = _scan(pinned.dead_letters, ("source_topic", "kafka_partition", "kafka_offset", "dead_lettered_at"))
+    rejects_all = _scan(pinned.rejects, ("source_topic", "kafka_partition", "kafka_offset", "rejected_at"))
     for topic in RAW_TOPICS:
         status.tables += _topic(status, topic, pinned, positions.get(topic), topic_errors.get(topic), reader, dead_letters, rejects_all)
     status.tables.append(_table_status(DEAD_LETTERS.name, pinned.dead_letters, {}, None))
@@ -487,10 +550,14 @@ def _topic(
     bronze_table, silver_table = pinned.bronze[topic], pinned.silver[topic]
     bronze_offsets = recorded_offsets(bronze_table).get(topic, {})
     silver_offsets = recorded_offsets(silver_table).get(topic, {})
-    bronze = _scan(bronze_table)
-    silver = _scan(silver_table, (*SILVER_BY_TOPIC[topic].key, "kafka_partition", "kafka_offset"))
-    dead = dead_letters.filter(pc.equal(dead_letters["source_topic"], topic))
-    rejects = rejects_all.filter(pc.equal(rejects_all["source_topic"], topic))
+    incarnations = _Incarnations.of(offset_resets(bronze_table, topic))
+    bronze_all = _scan(bronze_table)
+    bronze = incarnations.current(bronze_all, "ingested_at")
+    silver = incarnations.current(
+        _scan(silver_table, (*SILVER_BY_TOPIC[topic].key, "kafka_partition", "kafka_offset", "ingested_at")), "ingested_at"
+    )
+    dead = incarnations.current(dead_letters.filter(pc.equal(dead_letters["source_topic"], topic)), "dead_lettered_at")
+    rejects = incarnations.current(rejects_all.filter(pc.equal(rejects_all["source_topic"], topic)), "rejected_at")
 
     b_parts, b_offs = _coordinates(bronze)
     d_parts, d_offs = _coordinates(dead)
@@ -498,21 +565,22 @@ def _topic(
     d_below = _below(d_parts, d_offs, bronze_offsets)
     parts_stored = np.concatenate([b_parts[b_below], d_parts[d_below]])
     offs_stored = np.concatenate([b_offs[b_below], d_offs[d_below]])
-    skipped = skipped_offsets(bronze_table, topic)
     known = set(bronze_offsets) | set(parts or {})
     accounts = []
     for p in sorted(known):
         account = _partition_account(
             topic, p, bronze_offsets.get(p, 0), None if parts is None else parts.get(p), parts is not None,
-            np.sort(offs_stored[parts_stored == p]), skipped.get(p, []), reader,
+            np.sort(offs_stored[parts_stored == p]), incarnations.start.get(p, 0), incarnations.skipped.get(p, []), reader,
         )
         beyond = int((b_parts[~b_below] == p).sum())
         if beyond:
             account.errors.append(f"{beyond:,d} bronze rows at or beyond bronze's recorded offset {bronze_offsets.get(p, 0):,d}")
         accounts.append(account)
     counters = recorded_counters(silver_table).get(topic, {})
+    # Counters span incarnations of the topic: after a backward reset only the identities can be checked.
+    duplicates = None if incarnations.since_us else int(counters.get("duplicates", 0))
     silver_errors, silver_covered = _silver_errors(
-        topic, SILVER_BY_TOPIC[topic], silver, rejects, bronze, silver_offsets, bronze_offsets, int(counters.get("duplicates", 0))
+        topic, SILVER_BY_TOPIC[topic], silver, rejects, bronze, silver_offsets, bronze_offsets, duplicates
     )
     kafka_error = topic_error or (None if parts is not None else status.kafka_error or "Kafka was not read")
     status.accounts.append(
@@ -528,6 +596,7 @@ def _topic(
             duplicates=int(counters.get("duplicates", 0)),
             silver_covered_bronze_rows=silver_covered,
             silver_errors=silver_errors,
+            earlier_incarnation_rows=bronze_all.num_rows - bronze.num_rows,
         )
     )
 

@@ -142,7 +142,7 @@ def lake_status_now(settings: Settings) -> LakeStatus:
     """``ticklake status``'s full accounting (Kafka positions read back, gaps checked) as an object."""
     from schemas.kafka_positions import KafkaPositions
 
-    kafka = KafkaPositions(settings.kafka_bootstrap_servers)
+    kafka = KafkaPositions.from_settings(settings)
     try:
         return lake_status(open_catalog(settings), kafka)
     finally:

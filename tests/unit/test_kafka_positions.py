@@ -8,6 +8,7 @@ from confluent_kafka import KafkaError, KafkaException
 
 from schemas.kafka_positions import (
     KafkaPositionsError,
+    consumer_watermarks,
     KafkaUnavailable,
     PartitionPositions,
     is_retriable,
@@ -100,3 +101,24 @@ def test_known_codes_count_as_retriable_even_unflagged() -> None:
 def test_lag_is_end_offset_minus_recorded_offset() -> None:
     positions = {"t": {0: PartitionPositions(0, 10, 10), 1: PartitionPositions(5, 7, 7), 2: PartitionPositions(0, 3, 3)}}
     assert lag({"t": {0: 4, 1: 9}}, positions) == {"t": {0: 6, 1: 0, 2: 3}}
+
+
+class FlakyConsumer:
+    """Answers watermarks after failing as a consumer does right after a broker restart."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.calls = 0
+
+    def get_watermark_offsets(self, tp: object, timeout: float, cached: bool) -> tuple[int, int]:
+        self.calls += 1
+        assert not cached
+        if self.calls <= self.failures:
+            raise KafkaException(KafkaError(KafkaError._UNKNOWN_PARTITION))
+        return 3, 17
+
+
+def test_consumer_watermarks_retry_an_unknown_partition_after_a_restart() -> None:
+    consumer = FlakyConsumer(2)
+    assert consumer_watermarks(consumer, "raw.trades", 3, BOOTSTRAP) == (3, 17)  # type: ignore[arg-type]
+    assert consumer.calls == 3

@@ -19,20 +19,23 @@ from schemas.tables.silver import SILVER_TRADES
 from schemas.tables.spec import ensure_table
 from schemas.topics import RAW_MARKETDATA, RAW_ORDERBOOK, RAW_TRADES
 from stream_workers.rules import RULES
-from stream_workers.status import lake_status, runs
+from stream_workers.status import RESET_NOTE, lake_status, runs
 
 T0 = dt.datetime(2024, 1, 2, 15, tzinfo=dt.timezone.utc)
 
 
-def bronze_trades(partition: int, offsets: list[int], trade_ids: list[str] | None = None) -> pa.Table:
+def bronze_trades(
+    partition: int, offsets: list[int], trade_ids: list[str] | None = None, ingested: dt.datetime = T0
+) -> pa.Table:
     n = len(offsets)
     ids = trade_ids or [f"T{partition}-{o}" for o in offsets]
     ts = [T0 + dt.timedelta(seconds=o) for o in offsets]
+    arrived = [ingested + dt.timedelta(seconds=o) for o in offsets]
     columns = {
         "trade_id": ids, "symbol": ["aapl "] * n, "price": [1.0] * n, "quantity": [2.0] * n, "side": ["BUY"] * n,
         "trader_id": ["tr"] * n, "account_id": ["ac"] * n, "exchange": ["X"] * n, "trade_timestamp": ts,
         "event_timestamp": ts, "kafka_topic": [RAW_TRADES] * n, "kafka_partition": [partition] * n,
-        "kafka_offset": offsets, "kafka_timestamp": ts, "schema_id": [1] * n, "ingested_at": ts,
+        "kafka_offset": offsets, "kafka_timestamp": ts, "schema_id": [1] * n, "ingested_at": arrived,
     }
     return pa.table({f.name: pa.array(columns[f.name], f.type) for f in BRONZE_TRADES.columns})
 
@@ -139,3 +142,35 @@ def test_without_kafka_nothing_is_called_ok(lake: Lake) -> None:
     text = "\n".join(status.lines())
     assert "produced ?" in text
     assert "[ok]" not in text.split("silver:")[0]
+
+
+def reset(lake: Lake, before: int, after: int, at: dt.datetime, recorded: int) -> None:
+    """What ``ticklake reset-offsets`` leaves: new offsets and a note, no rows."""
+    note = {"topic": RAW_TRADES, "to": str(after), "at": at.isoformat(timespec="seconds"),
+            "partitions": {"0": {"from": {"bronze.raw_trades": before, "silver.trades": before}, "to": after}}}
+    props = {OFFSETS_PROPERTY: encode_offsets({RAW_TRADES: {0: recorded}}), RESET_NOTE: json.dumps(note)}
+    lake.bronze.append(BRONZE_TRADES.empty(), snapshot_properties=props)
+    lake.silver.append(SILVER_TRADES.empty(), snapshot_properties=props)
+
+
+def test_offsets_skipped_by_a_reset_forward_are_not_holes(lake: Lake) -> None:
+    rows = bronze_trades(0, list(range(10)))
+    lake.commit(rows, silver_rows(rows), {0: 10})
+    reset(lake, before=10, after=15, at=dt.datetime.now(dt.timezone.utc), recorded=15)
+    more = bronze_trades(0, list(range(15, 20)))
+    lake.commit(more, silver_rows(more), {0: 20})
+    status = lake.status({0: 20})
+    assert status.balanced, "\n".join(status.lines())
+
+
+def test_rows_from_before_a_topic_was_recreated_are_left_out(lake: Lake) -> None:
+    rows = bronze_trades(0, list(range(10)))
+    lake.commit(rows, silver_rows(rows), {0: 10}, duplicates=0)
+    now = dt.datetime.now(dt.timezone.utc)
+    assert lake.status({0: 0}).balanced is False  # before the reset: recorded offset 10 above the end 0
+    reset(lake, before=10, after=0, at=now, recorded=0)
+    new = bronze_trades(0, list(range(5)), trade_ids=[f"N{o}" for o in range(5)], ingested=now + dt.timedelta(seconds=2))
+    lake.commit(new, silver_rows(new), {0: 5})
+    status = lake.status({0: 5})
+    assert status.balanced, "\n".join(status.lines())
+    assert "10 rows from before the topic was recreated left out" in "\n".join(status.lines())
