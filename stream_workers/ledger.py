@@ -170,6 +170,9 @@ class LedgerTable:
         """
         started = time.perf_counter()
         for attempt in range(1, MAX_COMMIT_ATTEMPTS + 1):
+            # Evolving the schema commits and refreshes the metadata: it must come before anything is read
+            # from that metadata, or the offsets below would be computed on a state older than the commit's base.
+            self._evolve(rows.schema)
             offsets = recorded_offsets(self.table)
             mine = offsets.get(topic, {})
             todo = batch_plan(self.name, topic, span, mine, sidecar=self.sidecar)
@@ -177,7 +180,7 @@ class LedgerTable:
             if not todo or (self.sidecar and needed.num_rows == 0):
                 return None
             plan = planner(self.table, needed) if planner is not None else TablePlan(needed)
-            data = self._conform(plan.rows)
+            data = self._shape(plan.rows)
             ends = {p: span[p][1] for p in todo}
             properties = {OFFSETS_PROPERTY: encode_offsets({**offsets, topic: {**mine, **ends}})}
             if plan.counters:
@@ -227,17 +230,17 @@ class LedgerTable:
         snapshot = self.table.current_snapshot()
         return None if snapshot is None else snapshot.snapshot_id
 
-    def _conform(self, rows: pa.Table) -> pa.Table:
-        """Evolve the table for new optional columns, then shape rows to the table's columns.
+    def _evolve(self, incoming: pa.Schema) -> None:
+        """Add the optional columns a newer writer schema brought (``union_by_name``).
 
         Several workers may evolve the same table at once: the loser of that compare-and-set refreshes
         and finds the column already there.
         """
         for _ in range(SCHEMA_UPDATE_ATTEMPTS):
-            schema = self.table.schema().as_arrow()
-            new_columns = [f for f in rows.schema if f.name not in schema.names]
+            names = {f.name for f in self.table.schema().fields}
+            new_columns = [f for f in incoming if f.name not in names]
             if not new_columns:
-                break
+                return
             try:
                 with self.table.update_schema() as update:
                     update.union_by_name(pa.schema([f.with_nullable(True) for f in new_columns]))
@@ -245,8 +248,11 @@ class LedgerTable:
             except CommitFailedException:
                 time.sleep(random.uniform(0.01, 0.1))
                 self.table.refresh()
-        else:
-            raise CommitConflicts(f"{self.name}: could not evolve the schema in {SCHEMA_UPDATE_ATTEMPTS} attempts")
+        raise CommitConflicts(f"{self.name}: could not evolve the schema in {SCHEMA_UPDATE_ATTEMPTS} attempts")
+
+    def _shape(self, rows: pa.Table) -> pa.Table:
+        """Rows in the table's column order and types; columns the batch lacks are null."""
+        schema = self.table.schema().as_arrow()
         columns = []
         for f in schema:
             if f.name in rows.schema.names:

@@ -131,6 +131,8 @@ def test_two_writers_evolving_the_schema_at_once_both_go_on(catalog) -> None:  #
     assert b.commit(TOPIC, {1: (None, 2)}, wider1) is not None
     table = b.table.scan().to_arrow()
     assert sorted(table["venue"].to_pylist()) == ["W", "X", "Y", "Z"]
+    # The schema update refreshed b's metadata: its offsets must be computed after that, keeping a's.
+    assert recorded_offsets(b.table) == {TOPIC: {0: 2, 1: 2}}
 
 
 def test_record_offsets_moves_the_end_without_rows(catalog) -> None:  # type: ignore[no-untyped-def]
