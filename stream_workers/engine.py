@@ -334,16 +334,46 @@ class StreamWorker:
             if problem is not None:
                 self._halt(topic, p, problem)
                 continue
-            self._unhalt(topic, p)
             self._cursor[key] = offset
             self._next.pop(key, None)
             if offset is not None:
                 self._next[key] = offset
-            tp = TopicPartition(topic, p, OFFSET_BEGINNING if offset is None else offset)
-            if seek:
-                self.consumer.seek(tp)
-            out.append(tp)
+            out.append(TopicPartition(topic, p, OFFSET_BEGINNING if offset is None else offset))
+        if seek:
+            self._reposition(out)
+        for tp in out:
+            self._unhalt(tp.topic, tp.partition)
         return out
+
+    def _reposition(self, tps: list[TopicPartition]) -> None:
+        """Seek ``tps``; a partition librdkafka will not seek (left in an error state by an out-of-range
+        fetch) is re-assigned at that offset instead, with the rest of the assignment where it stands."""
+        stuck = []
+        for tp in tps:
+            try:
+                self.consumer.seek(tp)
+            except KafkaException as exc:
+                log.debug("seek %s[%d] refused (%s): re-assigning it", tp.topic, tp.partition, exc)
+                stuck.append(tp)
+        if not stuck:
+            return
+        wanted = {(tp.topic, tp.partition): tp.offset for tp in stuck}
+        assignment = []
+        for tp in self.consumer.assignment():
+            key = (tp.topic, tp.partition)
+            if key in wanted:
+                offset = wanted[key]
+            elif key in self._next:
+                offset = self._next[key]
+            else:
+                cursor = self._cursor.get(key)
+                offset = OFFSET_BEGINNING if cursor is None else cursor
+            assignment.append(TopicPartition(tp.topic, tp.partition, offset))
+        self.consumer.assign(assignment)
+        paused = [TopicPartition(t, p) for (t, p) in self._halted if (t, p) not in wanted]
+        paused += [tp for tp in assignment if tp.topic in self._paused_until]
+        if paused:
+            self.consumer.pause(paused)
 
     def _offset_problem(self, topic: str, partition: int, offset: int | None) -> str | None:
         if offset is None:
@@ -388,16 +418,23 @@ class StreamWorker:
 
     def _unhalt(self, topic: str, partition: int) -> None:
         if self._halted.pop((topic, partition), None) is not None:
+            if topic not in self._paused_until:
+                try:
+                    self.consumer.resume([TopicPartition(topic, partition)])
+                except KafkaException as exc:
+                    log.debug("resume %s[%d]: %s", topic, partition, exc)
             log.warning("%s[%d] resumed from its recorded offset", topic, partition)
             if self.metrics is not None:
                 self.metrics.set_halted(topic, partition, False)
-            self.consumer.resume([TopicPartition(topic, partition)])
 
     def _recheck_halted(self) -> None:
         now = time.monotonic()
         if not self._halted or now < self._halted_check_due:
             return
         self._halted_check_due = now + HALTED_RECHECK_S
+        # Reading positions refreshes the tables' metadata: never while the flusher is committing on them.
+        self._flusher.drain()
+        self._collect()
         by_topic: dict[str, list[int]] = {}
         for topic, p in self._halted:
             by_topic.setdefault(topic, []).append(p)

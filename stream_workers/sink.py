@@ -107,7 +107,10 @@ class TopicSink:
     # -- position ---------------------------------------------------------------------------
 
     def assign(self, partitions: Iterable[int]) -> dict[int, int | None]:
-        """Read where the tables end for ``partitions`` (refreshing them); returns the positions to seek to."""
+        """Read where the tables end for ``partitions`` (refreshing them); returns the positions to seek to.
+
+        Only while no batch of this sink is committing: a refresh under a commit would change its base.
+        """
         parts = list(partitions)
         recorded = [t.recorded(self.topic) for t in self.main_tables]
         for t in (self.dead_letters, self.rejects):
