@@ -9,6 +9,8 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
+import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 from dagster import AssetKey, DagsterInstance, Definitions, JobDefinition, build_sensor_context
 
 from control_plane.definitions import build_definitions
@@ -226,3 +228,58 @@ def test_export_job_writes_csv_and_parquet(lake, cp_defs, instance, tmp_path: Pa
     assert sorted(parquet.column("symbol").to_pylist()) == ["AAPL", "MSFT", "NVDA"]
     overview_csv = (out / "gold.market_overview" / "trade_date=2024-01-02" / "gold.market_overview.csv").read_text()
     assert '""symbol"": ""AAPL""' in overview_csv  # nested top-5 lists become JSON text in CSV
+
+
+# --- write-audit-publish -----------------------------------------------------------------------------------
+
+
+def no_audit_branches(lake: LakeResource) -> bool:
+    return all(set(lake.table(spec).metadata.refs) <= {"main"} for spec in ALL_DAILY_SPECS)
+
+
+def test_a_failed_gold_audit_keeps_the_published_partition(lake, cp_defs, instance) -> None:
+    assert build_day(cp_defs, instance, g.DAY1).success
+    published = snapshot_of_gold(lake, g.DAY1)
+    summary_snapshot = lake.table(DAILY_TRADING_SUMMARY).current_snapshot().snapshot_id
+    # A trade at a non-positive price reaches silver (say the silver rule was bypassed); gold is rebuilt
+    # without the silver checks, so only gold's own audit stands between it and readers.
+    append(lake, SILVER_TRADES, g.silver_trades([("Z1", g.DAY1, "15:00", "Z", "BUY", 1, "ZERO", -1.0)]))
+    result = build_day(cp_defs, instance, g.DAY1, asset_selection=[SUMMARY_KEY])
+    assert not result.success
+    failed = {e.check_name for e in result.get_asset_check_evaluations() if not e.passed}
+    assert failed == {"prices_positive"}
+    assert not result.get_asset_materialization_events()
+    assert snapshot_of_gold(lake, g.DAY1) == published
+    assert lake.table(DAILY_TRADING_SUMMARY).current_snapshot().snapshot_id == summary_snapshot
+    assert no_audit_branches(lake)
+
+
+def test_reconciliation_catches_a_symbol_gold_lost(lake, cp_defs, instance, monkeypatch) -> None:
+    from control_plane.defs.gold import sql as gold_sql
+
+    real = gold_sql.daily_trading_summary
+
+    def loses_msft(trades, books):
+        rows = real(trades, books)
+        return rows.filter(pa.compute.not_equal(rows.column("symbol"), "MSFT"))
+
+    monkeypatch.setattr(gold_sql, "daily_trading_summary", loses_msft)
+    result = build_day(cp_defs, instance, g.DAY1, asset_selection=[SUMMARY_KEY])
+    assert not result.success
+    evaluation = next(e for e in result.get_asset_check_evaluations() if e.check_name == "trade_count_matches_silver")
+    assert not evaluation.passed and evaluation.metadata["mismatches"].value == 1
+    assert evaluation.metadata["first_mismatches"].value[0]["symbol"] == "MSFT"
+    assert rows_of(lake, DAILY_TRADING_SUMMARY, g.DAY1) == []  # never published
+    assert no_audit_branches(lake)
+
+
+def test_positions_audit_failure_publishes_neither_table_of_the_day(lake, cp_defs, instance) -> None:
+    assert build_day(cp_defs, instance, g.DAY1).success
+    before = {spec.name: rows_of(lake, spec, g.DAY2) for spec in (TRADER_PERFORMANCE, PORTFOLIO_POSITIONS)}
+    # Day 2 gains a position opened at price 0: positions' prices_positive audit fails.
+    append(lake, SILVER_TRADES, g.silver_trades([("Z2", g.DAY2, "15:00", "Z", "BUY", 5, "FREE", 0.0)]))
+    result = build_day(cp_defs, instance, g.DAY2, asset_selection=[AssetKey(["gold", "trader_performance"]), POSITIONS_KEY])
+    assert not result.success
+    assert {e.check_name for e in result.get_asset_check_evaluations() if not e.passed} == {"prices_positive"}
+    assert {spec.name: rows_of(lake, spec, g.DAY2) for spec in (TRADER_PERFORMANCE, PORTFOLIO_POSITIONS)} == before
+    assert no_audit_branches(lake)

@@ -1,13 +1,16 @@
 """Dagster-owned tables built from silver, one ``trade_date`` partition per run: silver.trader_activity and gold.
 
-Every asset reads its day from silver through pyiceberg (Arrow), runs the SQL of ``gold_sql`` in DuckDB and
-replaces exactly that day's partition, so re-running a day (late events, corrections, backfills) is safe.
-Checks read back what was committed; the blocking ones stop downstream assets of the same run.
+Every asset reads its day from silver through pyiceberg (Arrow), computes it (DuckDB SQL of ``sql``, the
+average-cost pass of ``ledger``) and replaces exactly that day's partition, so re-running a day (late
+events, corrections, backfills) is safe. The replacement is written, audited, then published (``wap``):
+blocking checks read the staged partition on its audit branch, and only if all pass does ``main`` (what
+readers see) move to it; a failed audit keeps the published partition and fails the step.
 """
 
 import datetime as dt
 import time
-from typing import Iterator
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -19,6 +22,7 @@ from dagster import (
     AssetSpec,
     BackfillPolicy,
     Definitions,
+    Failure,
     MaterializeResult,
     MetadataValue,
     asset,
@@ -27,9 +31,10 @@ from dagster import (
 )
 from pyiceberg.table import Table
 
-from control_plane.defs.gold import ledger
+from control_plane.defs.gold import ledger, wap
 from control_plane.defs.gold import sql as gold_sql
-from control_plane.lake_io import as_day, count_day, days_present, overwrite_day, read_day, read_days
+from control_plane.defs.gold.audits import Audit, positive, reconcile, win_rates_in_range
+from control_plane.lake_io import as_day, days_present, read_day, read_days
 from control_plane.layers import (
     GOLD_POOL,
     GOLD_RETRY,
@@ -94,12 +99,55 @@ def gold_table(lake: LakeResource, spec: TableSpec) -> Table:
     return table
 
 
-def _all_positive(rows: pa.Table, columns: tuple[str, ...]) -> tuple[bool, dict[str, int]]:
-    bad = {c: int(pc.sum(pc.fill_null(pc.less_equal(rows.column(c), 0), False)).as_py() or 0) for c in columns}
-    return not any(bad.values()), bad
+@dataclass(frozen=True)
+class Outcome:
+    """What the write-audit-publish of one partition did."""
+
+    audits: list[Audit]
+    published_snapshot_id: int | None
+
+    @property
+    def passed(self) -> bool:
+        return all(a.passed for a in self.audits)
+
+
+def audited_overwrite(
+    table: Table, rows: pa.Table, day: str | dt.date, audit: Callable[[pa.Table], list[Audit]], label: str = ""
+) -> Outcome:
+    """Stage ``rows`` as partition ``day``, run ``audit`` on what the branch holds, publish only if it passed."""
+    staged = wap.stage_day(table, rows, day, label)
+    audits = audit(wap.read_staged(staged, rows.column_names))
+    if all(a.passed for a in audits):
+        return Outcome(audits, wap.publish(staged))
+    wap.discard(staged)
+    return Outcome(audits, None)
+
+
+def check_results(key: AssetKey, audits: Iterable[Audit]) -> list[AssetCheckResult]:
+    return [AssetCheckResult(asset_key=key, check_name=a.check_name, passed=a.passed, metadata=a.metadata) for a in audits]
+
+
+def refused(key: AssetKey, day: str, audits: Iterable[Audit]) -> Failure:
+    failed = [a.check_name for a in audits if not a.passed]
+    return Failure(
+        description=f"{key.to_user_string()} partition {day} failed its audit ({', '.join(failed)}): not published; "
+        "readers still see the previously published partition.",
+        allow_retries=False,  # the same inputs fail the same audit
+    )
+
+
+# What silver says a day holds, to reconcile gold with: per symbol, and for the whole day.
+SILVER_TOTALS = {"trade_count": "count(*)", "total_notional": f"sum(price::{gold_sql.QTY} * quantity::{gold_sql.QTY})"}
+GOLD_TOTALS = {"trade_count": "sum(trade_count)", "total_notional": "sum(total_notional)"}
 
 
 # --- silver.trader_activity -------------------------------------------------------------------------------
+
+ACTIVITY_CHECKS = [
+    AssetCheckSpec("reconciles_with_silver", asset=TRADER_ACTIVITY_KEY, blocking=True,
+                   description="Staged day: sum of trade_count and of total_notional = silver.trades of the day "
+                               "(as the run read it). Audited before publishing."),
+]
 
 
 @asset(
@@ -111,16 +159,26 @@ def _all_positive(rows: pa.Table, columns: tuple[str, ...]) -> tuple[bool, dict[
     kinds={"iceberg", "duckdb"},
     retry_policy=SILVER_RETRY,
     pool=SILVER_POOL,
+    check_specs=ACTIVITY_CHECKS,
     metadata={"table": TRADER_ACTIVITY.name},
     tags={"layer": "silver"},
 )
-def trader_activity(context: AssetExecutionContext, lake: LakeResource) -> MaterializeResult:
+def trader_activity(context: AssetExecutionContext, lake: LakeResource) -> Iterator:
     started, day = time.monotonic(), context.partition_key
     trades = read_day(lake.table(SILVER_TRADES), day, gold_sql.TRADE_COLUMNS)
     rows = gold_sql.trader_activity(trades)
-    overwrite_day(lake.table(TRADER_ACTIVITY), rows, day)
+
+    def audit(staged: pa.Table) -> list[Audit]:
+        return [reconcile("reconciles_with_silver", staged, trades, (), GOLD_TOTALS, SILVER_TOTALS)]
+
+    outcome = audited_overwrite(gold_table(lake, TRADER_ACTIVITY), rows, day, audit, context.run_id[:8])
+    if not outcome.passed:
+        yield from check_results(TRADER_ACTIVITY_KEY, outcome.audits)
+        raise refused(TRADER_ACTIVITY_KEY, day, outcome.audits)
     _push(lake, TRADER_ACTIVITY_KEY, rows.num_rows, started)
-    return MaterializeResult(metadata=_rows_metadata(TRADER_ACTIVITY, rows, day, silver_trades=trades.num_rows))
+    yield MaterializeResult(metadata=_rows_metadata(
+        TRADER_ACTIVITY, rows, day, silver_trades=trades.num_rows, published_snapshot_id=str(outcome.published_snapshot_id)))
+    yield from check_results(TRADER_ACTIVITY_KEY, outcome.audits)
 
 
 # --- gold.daily_trading_summary ---------------------------------------------------------------------------
@@ -131,8 +189,8 @@ SUMMARY_CHECKS = [
     AssetCheckSpec("trade_count_positive", asset=SUMMARY_KEY, blocking=True,
                    description="Every symbol row counts at least one trade."),
     AssetCheckSpec("trade_count_matches_silver", asset=SUMMARY_KEY, blocking=True,
-                   description="Sum of trade_count in the committed partition = silver.trades rows of the day "
-                               "(at the silver snapshot the run read)."),
+                   description="Per symbol: trade_count and total_notional of the staged day = silver.trades of "
+                               "the day at the silver snapshot the run read (a symbol on one side only fails)."),
 ]
 
 
@@ -161,28 +219,27 @@ def daily_trading_summary(context: AssetExecutionContext, lake: LakeResource) ->
     trades = read_day(silver, day, gold_sql.TRADE_COLUMNS, snapshot_id) if snapshot_id else gold_sql_empty_trades()
     books = read_day(lake.table(SILVER_ORDERBOOK), day, gold_sql.BOOK_COLUMNS)
     rows = gold_sql.daily_trading_summary(trades, books)
-    target = lake.table(DAILY_TRADING_SUMMARY)
-    overwrite_day(target, rows, day)
 
-    committed = read_day(target, day, DAILY_TRADING_SUMMARY.columns.names)
-    prices_ok, bad_prices = _all_positive(committed, ("open", "close", "high", "low", "vwap"))
-    counts_ok, bad_counts = _all_positive(committed, ("trade_count",))
-    gold_count = int(pc.sum(committed.column("trade_count")).as_py() or 0)
-    silver_count = count_day(silver, day, snapshot_id) if snapshot_id else 0
+    def audit(staged: pa.Table) -> list[Audit]:
+        return [
+            positive("prices_positive", staged, ("open", "close", "high", "low", "vwap")),
+            positive("trade_count_positive", staged, ("trade_count",)),
+            reconcile("trade_count_matches_silver", staged, trades, ("symbol",), GOLD_TOTALS, SILVER_TOTALS),
+        ]
+
+    outcome = audited_overwrite(gold_table(lake, DAILY_TRADING_SUMMARY), rows, day, audit, context.run_id[:8])
+    if not outcome.passed:
+        yield from check_results(SUMMARY_KEY, outcome.audits)
+        raise refused(SUMMARY_KEY, day, outcome.audits)
     _push(lake, SUMMARY_KEY, rows.num_rows, started)
     yield MaterializeResult(
         metadata=_rows_metadata(
             DAILY_TRADING_SUMMARY, rows, day,
             silver_trades=trades.num_rows, silver_snapshot_id=str(snapshot_id), book_snapshots=books.num_rows,
+            published_snapshot_id=str(outcome.published_snapshot_id),
         )
     )
-    yield AssetCheckResult(check_name="prices_positive", passed=prices_ok, metadata={"rows_not_positive": bad_prices})
-    yield AssetCheckResult(check_name="trade_count_positive", passed=counts_ok, metadata={"rows_not_positive": bad_counts})
-    yield AssetCheckResult(
-        check_name="trade_count_matches_silver",
-        passed=gold_count == silver_count,
-        metadata={"gold_trade_count": gold_count, "silver_rows": silver_count, "silver_snapshot_id": str(snapshot_id)},
-    )
+    yield from check_results(SUMMARY_KEY, outcome.audits)
 
 
 def gold_sql_empty_trades() -> pa.Table:
@@ -208,6 +265,8 @@ def gold_sql_empty_trades() -> pa.Table:
     check_specs=[
         AssetCheckSpec("market_vwap_positive", asset=OVERVIEW_KEY, blocking=True,
                        description="market_vwap > 0 and trade_count > 0 on the day's row."),
+        AssetCheckSpec("reconciles_with_summary", asset=OVERVIEW_KEY, blocking=True,
+                       description="trade_count and total_notional = the sums of the published daily summary."),
     ],
     metadata={"table": MARKET_OVERVIEW.name},
 )
@@ -215,11 +274,21 @@ def market_overview(context: AssetExecutionContext, lake: LakeResource) -> Itera
     started, day = time.monotonic(), context.partition_key
     summary = read_day(lake.table(DAILY_TRADING_SUMMARY), day, DAILY_TRADING_SUMMARY.columns.names)
     rows = gold_sql.market_overview(summary)
-    overwrite_day(lake.table(MARKET_OVERVIEW), rows, day)
-    ok, bad = _all_positive(rows, ("market_vwap", "trade_count"))
+
+    def audit(staged: pa.Table) -> list[Audit]:
+        return [
+            positive("market_vwap_positive", staged, ("market_vwap", "trade_count")),
+            reconcile("reconciles_with_summary", staged, summary, (), GOLD_TOTALS, GOLD_TOTALS),
+        ]
+
+    outcome = audited_overwrite(gold_table(lake, MARKET_OVERVIEW), rows, day, audit, context.run_id[:8])
+    if not outcome.passed:
+        yield from check_results(OVERVIEW_KEY, outcome.audits)
+        raise refused(OVERVIEW_KEY, day, outcome.audits)
     _push(lake, OVERVIEW_KEY, rows.num_rows, started)
-    yield MaterializeResult(metadata=_rows_metadata(MARKET_OVERVIEW, rows, day, symbols=summary.num_rows))
-    yield AssetCheckResult(check_name="market_vwap_positive", passed=ok, metadata={"rows_not_positive": bad})
+    yield MaterializeResult(metadata=_rows_metadata(
+        MARKET_OVERVIEW, rows, day, symbols=summary.num_rows, published_snapshot_id=str(outcome.published_snapshot_id)))
+    yield from check_results(OVERVIEW_KEY, outcome.audits)
 
 
 # --- gold.trader_performance + gold.portfolio_positions (one average-cost replay) ---------------------------
@@ -234,12 +303,15 @@ def carried_seed(lake: LakeResource, day: dt.date) -> tuple[dt.date | None, pa.T
     return earlier[-1], read_day(target, earlier[-1], ledger.SEED_COLUMNS)
 
 
-def replay_day(lake: LakeResource, day: dt.date) -> tuple[ledger.AverageCostDay, dict[str, object]]:
-    """Average-cost replay of ``day`` from the newest earlier positions, replaying silver for any gap."""
+def replay_day(lake: LakeResource, day: dt.date) -> tuple[ledger.AverageCostDay, pa.Table, dict[str, object]]:
+    """Average-cost replay of ``day`` from the newest earlier positions, replaying silver for any gap.
+
+    Also returns the silver trades dated ``day`` (what performance reconciles with)."""
     seed_day, seed = carried_seed(lake, day)
     trades = read_days(lake.table(SILVER_TRADES), seed_day, day, gold_sql.TRADE_COLUMNS)
     result = ledger.average_cost_day(trades, seed, day.isoformat())
-    return result, {
+    today = trades.filter(pc.equal(trades.column("trade_date"), pa.scalar(day, pa.date32())))
+    return result, today, {
         "seeded_from": seed_day.isoformat() if seed_day else "nothing (replayed all silver up to the day)",
         "replayed_silver_trades": trades.num_rows,
     }
@@ -250,6 +322,8 @@ PERFORMANCE_CHECKS = [
                    description="0 <= win_rate <= 1 wherever a round trip closed."),
     AssetCheckSpec("trade_count_positive", asset=PERFORMANCE_KEY, blocking=True,
                    description="Every trader row counts at least one trade."),
+    AssetCheckSpec("reconciles_with_silver", asset=PERFORMANCE_KEY, blocking=True,
+                   description="Sum of trade_count and total_notional of the staged day = silver.trades of the day."),
     AssetCheckSpec("prices_positive", asset=POSITIONS_KEY, blocking=True,
                    description="avg_entry_price and last_price are > 0 on every open position."),
 ]
@@ -287,20 +361,38 @@ PERFORMANCE_CHECKS = [
     check_specs=PERFORMANCE_CHECKS,
 )
 def trader_performance_and_positions(context: AssetExecutionContext, lake: LakeResource) -> Iterator:
+    """Day by day, oldest first: both tables of a day are staged and audited together, and published
+    together; the next day seeds from what was published. A failed audit stops the run at that day."""
     started = time.monotonic()
     days = sorted(as_day(k) for k in context.partition_keys)
     performance_rows = position_rows = 0
-    win_rates_ok, counts_ok, prices_ok = True, True, True
     notes: dict[str, object] = {}
+    audits: dict[str, Audit] = {}
     for day in days:
-        result, notes = replay_day(lake, day)
-        overwrite_day(lake.table(TRADER_PERFORMANCE), result.performance, day)
-        overwrite_day(gold_table(lake, PORTFOLIO_POSITIONS), result.positions, day)
-        rates = result.performance.column("win_rate")
-        in_range = pc.fill_null(pc.and_(pc.greater_equal(rates, 0), pc.less_equal(rates, 1)), True)
-        win_rates_ok &= bool(pc.all(in_range, min_count=0).as_py())
-        counts_ok &= _all_positive(result.performance, ("trade_count",))[0]
-        prices_ok &= _all_positive(result.positions, ("avg_entry_price", "last_price"))[0]
+        result, today, notes = replay_day(lake, day)
+        performance_table = gold_table(lake, TRADER_PERFORMANCE)
+        positions_table = gold_table(lake, PORTFOLIO_POSITIONS)
+        staged_performance = wap.stage_day(performance_table, result.performance, day, context.run_id[:8])
+        staged_positions = wap.stage_day(positions_table, result.positions, day, context.run_id[:8])
+        performance = wap.read_staged(staged_performance, TRADER_PERFORMANCE.columns.names)
+        positions = wap.read_staged(staged_positions, PORTFOLIO_POSITIONS.columns.names)
+        day_audits = [
+            win_rates_in_range("win_rate_between_0_and_1", performance),
+            positive("trade_count_positive", performance, ("trade_count",)),
+            reconcile("reconciles_with_silver", performance, today, (), GOLD_TOTALS, SILVER_TOTALS),
+            positive("prices_positive", positions, ("avg_entry_price", "last_price")),
+        ]
+        for a in day_audits:  # over a range, a check fails if it failed on any day
+            kept = audits.get(a.check_name)
+            if kept is None or (kept.passed and not a.passed):
+                audits[a.check_name] = Audit(a.check_name, a.passed, {**a.metadata, "trade_date": day.isoformat()})
+        if not all(a.passed for a in day_audits):
+            wap.discard(staged_performance)
+            wap.discard(staged_positions)
+            yield from _performance_results(audits)
+            raise refused(PERFORMANCE_KEY, day.isoformat(), day_audits)
+        wap.publish(staged_performance)
+        wap.publish(staged_positions)
         performance_rows += result.performance.num_rows
         position_rows += result.positions.num_rows
         context.log.info(f"{day}: {result.performance.num_rows} traders, {result.positions.num_rows} open positions ({notes})")
@@ -315,9 +407,15 @@ def trader_performance_and_positions(context: AssetExecutionContext, lake: LakeR
         asset_key=POSITIONS_KEY,
         metadata={"table": PORTFOLIO_POSITIONS.name, "trade_dates": span, "dagster/row_count": position_rows, **notes},
     )
-    yield AssetCheckResult(asset_key=PERFORMANCE_KEY, check_name="win_rate_between_0_and_1", passed=win_rates_ok)
-    yield AssetCheckResult(asset_key=PERFORMANCE_KEY, check_name="trade_count_positive", passed=counts_ok)
-    yield AssetCheckResult(asset_key=POSITIONS_KEY, check_name="prices_positive", passed=prices_ok)
+    yield from _performance_results(audits)
+
+
+def _performance_results(audits: dict[str, Audit]) -> list[AssetCheckResult]:
+    return [
+        AssetCheckResult(asset_key=spec.asset_key, check_name=spec.name, passed=audits[spec.name].passed,
+                         metadata=audits[spec.name].metadata)
+        for spec in PERFORMANCE_CHECKS if spec.name in audits
+    ]
 
 
 # Every gold asset is selectable as ``tag:layer=gold``. (Freshness is checked on sessions by ``sessions``.)

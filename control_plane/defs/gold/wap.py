@@ -1,0 +1,137 @@
+"""Write-audit-publish for one ``trade_date`` partition of a Dagster-owned Iceberg table.
+
+Readers only ever read ``main``. A run writes the new partition on its own branch (``stage_day``), audits
+what the branch holds (``read_staged``), and only if every blocking check passed moves ``main`` to it
+(``publish``): a fast-forward when ``main`` has not moved since the branch was made, else the audited
+rows are applied to ``main`` as the same one-partition overwrite (other runs may have rewritten other
+days meanwhile; this day's content is exactly what was audited either way). A failed audit drops the
+branch (``discard``), so the previously published partition stays as it was.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Callable, Iterable, TypeVar
+
+import pyarrow as pa
+from pyiceberg.exceptions import CommitFailedException
+from pyiceberg.expressions import EqualTo
+from pyiceberg.table import Table
+
+from control_plane.lake_io import PARTITION_PROPERTY, as_day, overwrite_day
+
+log = logging.getLogger(__name__)
+
+BRANCH_PREFIX = "audit-"
+COMMIT_ATTEMPTS = 5
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Staged:
+    """A partition written on an audit branch, not visible on ``main``."""
+
+    table: Table
+    day: dt.date
+    branch: str
+    base_snapshot_id: int | None  # main when the branch was made
+    snapshot_id: int | None  # the branch head after the write
+    rows: pa.Table
+
+
+def _main_snapshot_id(table: Table) -> int | None:
+    snapshot = table.current_snapshot()
+    return snapshot.snapshot_id if snapshot is not None else None
+
+
+def _retrying(table: Table, what: str, attempt_once: Callable[[], T]) -> T:
+    """Run a catalog commit, reloading and retrying when another writer's commit won the race."""
+    for attempt in range(1, COMMIT_ATTEMPTS + 1):
+        try:
+            return attempt_once()
+        except CommitFailedException:
+            if attempt == COMMIT_ATTEMPTS:
+                raise
+            log.info("%s of %s lost a commit race (attempt %d), retrying", what, table.name(), attempt)
+            time.sleep(0.2 * attempt)
+            table.refresh()
+    raise AssertionError("unreachable")
+
+
+def stage_day(table: Table, rows: pa.Table, day: str | dt.date, label: str = "") -> Staged:
+    """Write ``rows`` as partition ``day`` of ``table`` on a new audit branch made from ``main``."""
+    day = as_day(day)
+    dates = set(rows.column("trade_date").to_pylist()) if rows.num_rows else set()
+    if dates - {day}:
+        raise ValueError(f"rows for {table.name()} partition {day} carry other trade_dates: {sorted(dates - {day})}")
+    branch = f"{BRANCH_PREFIX}{day.isoformat()}-{label + '-' if label else ''}{uuid.uuid4().hex[:8]}"
+
+    def make_branch() -> int | None:
+        table.refresh()
+        if table.current_snapshot() is None:
+            # A branch needs a snapshot to start from: main gets an empty one (readers see no rows).
+            table.append(table.schema().as_arrow().empty_table())
+        base = _main_snapshot_id(table)
+        table.manage_snapshots().create_branch(base, branch).commit()
+        return base
+
+    base = _retrying(table, f"branch {branch}", make_branch)
+    # Only this run writes the branch: no race on it, only on the catalog row (retried above).
+    table.overwrite(
+        rows,
+        overwrite_filter=EqualTo("trade_date", day.isoformat()),
+        snapshot_properties={PARTITION_PROPERTY: day.isoformat()},
+        branch=branch,
+    )
+    table.refresh()
+    ref = table.metadata.refs.get(branch)
+    return Staged(table, day, branch, base, ref.snapshot_id if ref is not None else base, rows)
+
+
+def read_staged(staged: Staged, columns: Iterable[str]) -> pa.Table:
+    """The staged partition as the audit must see it (the branch head, only ``columns``)."""
+    return staged.table.scan(
+        row_filter=EqualTo("trade_date", staged.day.isoformat()),
+        selected_fields=tuple(columns),
+        snapshot_id=staged.snapshot_id,
+    ).to_arrow()
+
+
+def _drop_branch(table: Table, branch: str) -> None:
+    def drop() -> None:
+        table.refresh()
+        if branch in table.metadata.refs:
+            table.manage_snapshots().remove_branch(branch).commit()
+
+    _retrying(table, f"removing branch {branch}", drop)
+
+
+def publish(staged: Staged) -> int | None:
+    """Make the audited partition what ``main`` readers see; returns main's new snapshot id."""
+    table = staged.table
+    if staged.snapshot_id is None or staged.snapshot_id == staged.base_snapshot_id:
+        _drop_branch(table, staged.branch)  # the write changed nothing: main already shows these rows
+        return _main_snapshot_id(table)
+    table.refresh()
+    if _main_snapshot_id(table) == staged.base_snapshot_id:
+        try:
+            # Compare-and-set on main: fails if another commit lands between the refresh and this one.
+            table.manage_snapshots().set_current_snapshot(snapshot_id=staged.snapshot_id).remove_branch(staged.branch).commit()
+            table.refresh()
+            return _main_snapshot_id(table)
+        except CommitFailedException:
+            table.refresh()
+    # main moved on (another day, another run): apply the audited rows as the same partition overwrite.
+    overwrite_day(table, staged.rows, staged.day)
+    _drop_branch(table, staged.branch)
+    return _main_snapshot_id(table)
+
+
+def discard(staged: Staged) -> None:
+    """Forget a staged partition that failed its audit; ``main`` never saw it."""
+    _drop_branch(staged.table, staged.branch)

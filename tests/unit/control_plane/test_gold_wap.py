@@ -1,0 +1,70 @@
+"""Write-audit-publish on a real Iceberg table (SQLite catalog): readers of main never see an unaudited day."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pyarrow as pa
+
+from control_plane.defs.gold import wap
+from control_plane.lake_io import overwrite_day, read_day
+from schemas.tables.gold import MARKET_OVERVIEW, TRADER_ACTIVITY
+
+DAY1, DAY2 = dt.date(2024, 1, 2), dt.date(2024, 1, 3)
+
+
+def activity(day: dt.date, trader: str, count: int) -> pa.Table:
+    hour = dt.datetime.combine(day, dt.time(15), dt.timezone.utc)
+    return pa.Table.from_pylist([{
+        "trade_date": day, "trader_id": trader, "hour_start": hour, "trade_count": count,
+        "total_volume": 1.0, "total_notional": 1.0, "distinct_symbols": 1,
+    }], schema=TRADER_ACTIVITY.columns)
+
+
+def traders(table, day: dt.date) -> list[tuple[str, int]]:
+    rows = read_day(table, day, ("trader_id", "trade_count")).to_pylist()
+    return sorted((r["trader_id"], r["trade_count"]) for r in rows)
+
+
+def test_staged_day_is_invisible_until_published(lake) -> None:
+    table = lake.table(TRADER_ACTIVITY)
+    overwrite_day(table, activity(DAY1, "OLD", 1), DAY1)
+    staged = wap.stage_day(table, activity(DAY1, "NEW", 2), DAY1)
+    assert traders(lake.table(TRADER_ACTIVITY), DAY1) == [("OLD", 1)]
+    assert wap.read_staged(staged, ("trader_id",)).column("trader_id").to_pylist() == ["NEW"]
+    wap.publish(staged)
+    fresh = lake.table(TRADER_ACTIVITY)
+    assert traders(fresh, DAY1) == [("NEW", 2)]
+    assert set(fresh.metadata.refs) == {"main"}
+
+
+def test_a_discarded_audit_leaves_the_published_day_intact(lake) -> None:
+    table = lake.table(TRADER_ACTIVITY)
+    overwrite_day(table, activity(DAY1, "OLD", 1), DAY1)
+    before = table.current_snapshot().snapshot_id
+    wap.discard(wap.stage_day(table, activity(DAY1, "BAD", -1), DAY1))
+    fresh = lake.table(TRADER_ACTIVITY)
+    assert traders(fresh, DAY1) == [("OLD", 1)]
+    assert fresh.current_snapshot().snapshot_id == before and set(fresh.metadata.refs) == {"main"}
+
+
+def test_publish_after_main_moved_keeps_the_other_run_s_day(lake) -> None:
+    table = lake.table(TRADER_ACTIVITY)
+    overwrite_day(table, activity(DAY1, "OLD", 1), DAY1)
+    staged = wap.stage_day(table, activity(DAY1, "NEW", 2), DAY1)
+    overwrite_day(lake.table(TRADER_ACTIVITY), activity(DAY2, "OTHER", 3), DAY2)  # another run, another day
+    wap.publish(staged)
+    fresh = lake.table(TRADER_ACTIVITY)
+    assert traders(fresh, DAY1) == [("NEW", 2)] and traders(fresh, DAY2) == [("OTHER", 3)]
+    assert set(fresh.metadata.refs) == {"main"}
+
+
+def test_first_write_to_an_empty_table_and_an_empty_day(lake) -> None:
+    table = lake.table(TRADER_ACTIVITY)
+    staged = wap.stage_day(table, activity(DAY1, "FIRST", 1), DAY1)
+    assert traders(lake.table(TRADER_ACTIVITY), DAY1) == []  # main holds an empty snapshot until publish
+    wap.publish(staged)
+    assert traders(lake.table(TRADER_ACTIVITY), DAY1) == [("FIRST", 1)]
+    empty = wap.stage_day(lake.table(MARKET_OVERVIEW), MARKET_OVERVIEW.columns.empty_table(), DAY1)
+    wap.publish(empty)
+    assert read_day(lake.table(MARKET_OVERVIEW), DAY1, ("trade_date",)).num_rows == 0
