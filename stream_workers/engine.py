@@ -26,6 +26,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 
 from schemas.catalog import open_catalog
 from schemas.kafka_config import kafka_client_config
+from schemas.kafka_positions import KafkaPositionsError, with_retries
 from schemas.settings import Settings
 from schemas.topics import RAW_TOPICS
 from schemas.wire import schema_lookup
@@ -43,7 +44,8 @@ LAG_REPORT_S = 5.0
 HALTED_RECHECK_S = 15.0
 # Consecutive failed recoveries of one topic before the worker gives up and exits for its process manager.
 MAX_CONSECUTIVE_FAILURES = 40
-WATERMARK_ATTEMPTS = 5
+WATERMARK_WAIT_S = 20.0
+LAG_WAIT_S = 1.0
 
 
 @dataclass
@@ -85,6 +87,7 @@ def failure_reason(exc: BaseException) -> str:
         (DeadLetterDeliveryFailed, "dead_letter_delivery"),
         (SchemaNotYetKnown, "schema_unknown"),
         (KafkaException, "kafka"),
+        (KafkaPositionsError, "kafka"),
     ):
         if isinstance(exc, kind):
             return label
@@ -387,17 +390,15 @@ class StreamWorker:
                     f"(retention deleted {low - offset} unread messages)")
         return None
 
-    def _watermarks(self, topic: str, partition: int) -> tuple[int, int]:
-        for attempt in range(1, WATERMARK_ATTEMPTS + 1):
-            try:
-                low, high = self.consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=5, cached=False)
-                return int(low), int(high)
-            except KafkaException as exc:
-                err = exc.args[0] if exc.args else None
-                if attempt == WATERMARK_ATTEMPTS or (isinstance(err, KafkaError) and not _retriable(err)):
-                    raise
-                time.sleep(0.2 * 2**attempt)
-        raise AssertionError("unreachable")
+    def _watermarks(self, topic: str, partition: int, wait_s: float = WATERMARK_WAIT_S) -> tuple[int, int]:
+        """(log start, end) of a partition, retrying retriable errors (``schemas.kafka_positions``)."""
+
+        def read(remaining: float) -> tuple[int, int]:
+            low, high = self.consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=min(5.0, remaining), cached=False)
+            return int(low), int(high)
+
+        return with_retries(read, what=f"reading the offsets of {topic}[{partition}]",
+                            bootstrap=self.settings.kafka_bootstrap_servers, wait_s=wait_s)
 
     def _halt(self, topic: str, partition: int, why: str) -> None:
         key = (topic, partition)
@@ -475,8 +476,8 @@ class StreamWorker:
         for topic, sink in self.sinks.items():
             for p, position in list(sink.positions.items()):
                 try:
-                    _, high = self._watermarks(topic, p)
-                except KafkaException:
+                    _, high = self._watermarks(topic, p, wait_s=LAG_WAIT_S)  # lag may be skipped, the loop not stalled
+                except KafkaPositionsError:
                     continue
                 self.metrics.set_lag(topic, p, high - (position or 0))
         if self.settings.pushgateway_url:
@@ -531,18 +532,6 @@ class StreamWorker:
                     self.metrics.drop_lag(topic, p)
         log.info("revoked %s", {t: sorted(p) for t, p in by_topic.items()})
         consumer.unassign()
-
-
-def _retriable(err: KafkaError) -> bool:
-    return bool(err.retriable()) or err.code() in (
-        KafkaError._TRANSPORT,
-        KafkaError._TIMED_OUT,
-        KafkaError.NOT_LEADER_FOR_PARTITION,
-        KafkaError.LEADER_NOT_AVAILABLE,
-        KafkaError.FENCED_LEADER_EPOCH,
-        KafkaError.UNKNOWN_LEADER_EPOCH,
-        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
-    )
 
 
 class _Flusher:
