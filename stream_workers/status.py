@@ -238,7 +238,7 @@ class OffsetReset:
     at_us: int  # when, UTC microseconds
 
 
-def offset_resets(table: Table, topic: str) -> list[OffsetReset]:
+def offset_resets(table: Table, topic: str, table_name: str) -> list[OffsetReset]:
     """The operator's resets of ``topic`` in the table's history (``RESET_NOTE``), oldest first.
 
     Read from the snapshots still in the history, and from a table property of the same name holding a
@@ -256,13 +256,9 @@ def offset_resets(table: Table, topic: str) -> list[OffsetReset]:
         at = dt.datetime.fromisoformat(note["at"])
         at_us = int(at.timestamp() * 1_000_000)
         for part, change in note.get("partitions", {}).items():
-            before = (change.get("from") or {}).get(_table_name(table)) or 0
+            before = (change.get("from") or {}).get(table_name) or 0
             found[(int(part), at_us)] = OffsetReset(int(part), int(before), int(change["to"]), at_us)
     return sorted(found.values(), key=lambda r: r.at_us)
-
-
-def _table_name(table: Table) -> str:
-    return ".".join(table.name())
 
 
 @dataclass
@@ -416,6 +412,7 @@ def _silver_errors(
     topic: str,
     spec: TableSpec,
     silver: pa.Table,
+    silver_all: pa.Table,
     rejects: pa.Table,
     bronze: pa.Table,
     silver_offsets: Mapping[int, int],
@@ -452,9 +449,9 @@ def _silver_errors(
     both = np.intersect1d(s_keys, r_keys)
     if len(both):
         errors.append(f"bronze rows both in silver and rejected: {where(both)}")
-    silver_key = _key_strings(silver, spec.key)
+    silver_key = _key_strings(silver_all, spec.key)
     unique_keys = pc.unique(silver_key)
-    if len(unique_keys) != silver.num_rows:
+    if len(unique_keys) != silver_all.num_rows:
         counts = pc.value_counts(silver_key)
         twice = counts.filter(pc.greater(counts.field("counts"), 1)).field("values").to_pylist()
         errors.append(f"{len(twice):,d} {'/'.join(spec.key)} values more than once in {spec.name}, e.g. {twice[:5]}")
@@ -550,12 +547,13 @@ def _topic(
     bronze_table, silver_table = pinned.bronze[topic], pinned.silver[topic]
     bronze_offsets = recorded_offsets(bronze_table).get(topic, {})
     silver_offsets = recorded_offsets(silver_table).get(topic, {})
-    incarnations = _Incarnations.of(offset_resets(bronze_table, topic))
+    incarnations = _Incarnations.of(offset_resets(bronze_table, topic, BRONZE_BY_TOPIC[topic].name))
     bronze_all = _scan(bronze_table)
     bronze = incarnations.current(bronze_all, "ingested_at")
-    silver = incarnations.current(
-        _scan(silver_table, (*SILVER_BY_TOPIC[topic].key, "kafka_partition", "kafka_offset", "ingested_at")), "ingested_at"
-    )
+    # Keys are checked over all of silver (a key from before a recreation still counts), lineage over the
+    # current incarnation only (offsets start again at a recreation).
+    silver_all = _scan(silver_table, (*SILVER_BY_TOPIC[topic].key, "kafka_partition", "kafka_offset", "ingested_at"))
+    silver = incarnations.current(silver_all, "ingested_at")
     dead = incarnations.current(dead_letters.filter(pc.equal(dead_letters["source_topic"], topic)), "dead_lettered_at")
     rejects = incarnations.current(rejects_all.filter(pc.equal(rejects_all["source_topic"], topic)), "rejected_at")
 
@@ -580,7 +578,7 @@ def _topic(
     # Counters span incarnations of the topic: after a backward reset only the identities can be checked.
     duplicates = None if incarnations.since_us else int(counters.get("duplicates", 0))
     silver_errors, silver_covered = _silver_errors(
-        topic, SILVER_BY_TOPIC[topic], silver, rejects, bronze, silver_offsets, bronze_offsets, duplicates
+        topic, SILVER_BY_TOPIC[topic], silver, silver_all, rejects, bronze, silver_offsets, bronze_offsets, duplicates
     )
     kafka_error = topic_error or (None if parts is not None else status.kafka_error or "Kafka was not read")
     status.accounts.append(

@@ -169,8 +169,10 @@ def test_rows_from_before_a_topic_was_recreated_are_left_out(lake: Lake) -> None
     now = dt.datetime.now(dt.timezone.utc)
     assert lake.status({0: 0}).balanced is False  # before the reset: recorded offset 10 above the end 0
     reset(lake, before=10, after=0, at=now, recorded=0)
-    new = bronze_trades(0, list(range(5)), trade_ids=[f"N{o}" for o in range(5)], ingested=now + dt.timedelta(seconds=2))
-    lake.commit(new, silver_rows(new), {0: 5})
+    # The new topic's offset 4 repeats trade T0-1 of the old one: a duplicate of a key silver already holds.
+    ids = [f"N{o}" for o in range(4)] + ["T0-1"]
+    new = bronze_trades(0, list(range(5)), trade_ids=ids, ingested=now + dt.timedelta(seconds=2))
+    lake.commit(new, silver_rows(new.slice(0, 4)), {0: 5}, duplicates=1)
     status = lake.status({0: 5})
     assert status.balanced, "\n".join(status.lines())
     assert "10 rows from before the topic was recreated left out" in "\n".join(status.lines())
