@@ -12,54 +12,36 @@ temporary lake. The numbers are per worker process on this machine.
 from __future__ import annotations
 
 import argparse
-import io
-import random
+import json
+import os
+import sys
 import statistics
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-import fastavro
 import pyarrow.parquet as pq
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer
 
 from schemas.avro import TRADE_V1
-from schemas.settings import Settings
+from schemas.settings import REPO_ROOT, Settings
 from schemas.topics import RAW_TRADES
-from schemas.wire import LocalSchemas, frame
+from schemas.wire import LocalSchemas
+from simulator.replay import TopicSlice, publish_windows
 from stream_workers import broker
 from stream_workers.decode import BatchDecoder, RawMessages
 from stream_workers.engine import StreamWorker, tune_gc_for_batches
 
 
 def produce_trades(bootstrap: str, n: int, seed: int = 1) -> float:
-    """Publish ``n`` distinct trades to raw.trades (fast path: a template record, varied fields)."""
-    rng = random.Random(seed)
-    symbols = [f"SYM{i:03d}" for i in range(200)]
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 50, "batch.num.messages": 20_000,
-                         "queue.buffering.max.messages": 2_000_000, "compression.type": "lz4"})
-    parsed = TRADE_V1.parsed
+    """Publish ``n`` distinct trades to raw.trades through the replay's column-wise path; seconds taken."""
+    from load_tests.bench_peers import trades_table
+
     started = time.perf_counter()
-    base_us = 1_704_205_800_000_000  # 2024-01-02 14:30 UTC
-    for i in range(n):
-        symbol = symbols[i % 200]
-        record = {
-            "trade_id": f"B{seed}-{i:011d}", "symbol": symbol, "price": 100.0 + rng.random(), "quantity": 10.0,
-            "side": "BUY" if i & 1 else "SELL", "trader_id": f"TR{i % 500:04d}", "account_id": f"AC{i % 900:05d}",
-            "exchange": "NYSE", "trade_timestamp": base_us + i * 1000, "event_timestamp": base_us + i * 1000,
-        }
-        buf = io.BytesIO()
-        fastavro.schemaless_writer(buf, parsed, record)
-        while True:
-            try:
-                producer.produce(RAW_TRADES, frame(1, buf.getvalue()), key=symbol.encode())
-                break
-            except BufferError:
-                producer.poll(0.05)
-        if i % 10_000 == 0:
-            producer.poll(0)
-    producer.flush(120)
+    settings = Settings.from_env({"KAFKA_BOOTSTRAP_SERVERS": bootstrap})
+    trades = trades_table(n, seed)
+    publish_windows(settings, ([TopicSlice(RAW_TRADES, trades.slice(i, 50_000))] for i in range(0, n, 50_000)))
     return time.perf_counter() - started
 
 
@@ -130,6 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--messages", type=int, default=1_000_000)
     parser.add_argument("--batch-rows", type=int, default=250_000, help="TICKLAKE_MAX_BATCH_ROWS for the run")
     parser.add_argument("--commit-interval", type=float, default=5.0, help="TICKLAKE_COMMIT_INTERVAL_S for the run")
+    parser.add_argument("--json", type=Path, default=REPO_ROOT / "reports" / "bench_ingest.json")
     args = parser.parse_args(argv)
     tune_gc_for_batches()  # as `ticklake worker` does; the bare pipeline runs under the same setting
 
@@ -173,6 +156,17 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{'worker -> ' + label:<34} {rate:>12,.0f} {commits:>8} {_pct(latencies, 50):>10.3f}s "
                   f"{_pct(latencies, 99):>10.3f}s {rate / bare_rate:>8.0%}")
         print(f"\n{args.messages:,d} trades, batch {args.batch_rows:,d} rows, commit interval {args.commit_interval}s, 1 worker")
+        report = {
+            "command": "python -m load_tests.bench_ingest " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "messages": args.messages, "machine_cpus": os.cpu_count(), "bare_limit_msg_per_s": bare_rate,
+            "runs": [{"pipeline": label, "msg_per_s": args.messages / seconds, "commits": commits,
+                      "p50_commit_s": _pct(latencies, 50), "p99_commit_s": _pct(latencies, 99),
+                      "of_limit": args.messages / seconds / bare_rate} for label, seconds, latencies, commits in rows],
+            "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        }  # fmt: skip
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2))
+        print(args.json)
     finally:
         if config is not None:
             broker.stop(config)

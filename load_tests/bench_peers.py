@@ -240,6 +240,7 @@ def run_engine(engine: str, interval_s: float, rows: int, probe: Callable[[], fl
             except Exception as exc:  # table not created yet, catalog busy: try again
                 notes[:] = [f"last read error: {type(exc).__name__}: {exc}"[:200]]
                 continue
+            notes[:] = [n for n in notes if not n.startswith("last read error")]
             if state.rows >= target:
                 break
             if proc.poll() is not None:

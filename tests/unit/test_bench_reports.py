@@ -1,0 +1,50 @@
+"""load_tests.bench_peers / bench_all: the ratios and the performance page are computed from the figures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from load_tests import bench_all
+from load_tests.bench_peers import RunFigures, ratios, trades_table
+from schemas.avro import CURRENT_CONTRACT
+from schemas.topics import RAW_TRADES
+from simulator.avro_batch import encode_table
+
+
+def _run(engine: str, seconds: float, cpu_s: float, rss: float, interval: float = 5.0) -> RunFigures:
+    return RunFigures(engine, interval, 1_000_000, 1_000_000, seconds, cpu_s, rss, 10, 20, 5.5)
+
+
+def test_ratios_compare_each_engine_with_the_sink_at_the_same_interval() -> None:
+    runs = [_run("iceberg-sink", 20.0, 30.0, 600.0), _run("ticklake", 10.0, 6.0, 300.0), _run("faust-path", 40.0, 24.0, 500.0),
+            _run("iceberg-sink", 300.0, 40.0, 700.0, interval=300.0)]  # fmt: skip
+    found = ratios(runs)
+    assert found["ticklake/iceberg-sink@5s rows/s"] == pytest.approx(2.0)
+    assert found["ticklake/iceberg-sink@5s rows per CPU-second"] == pytest.approx(5.0)
+    assert found["ticklake/iceberg-sink@5s peak RSS"] == pytest.approx(0.5)
+    assert found["faust-path/ticklake@5s rows/s"] == pytest.approx(0.25)
+    assert found["faust-path/ticklake@5s CPU per row"] == pytest.approx(4.0)
+    assert not any("@300s" in k for k in found)  # no TickLake run at 300 s: nothing to compare
+
+
+def test_bench_trades_are_distinct_and_encodable() -> None:
+    table = trades_table(5_000, seed=3)
+    assert len(set(table["trade_id"].to_pylist())) == 5_000
+    contract = CURRENT_CONTRACT[RAW_TRADES]
+    assert len(encode_table(table, contract.schema_json, contract.local_id)) == 5_000
+
+
+def test_page_renders_what_exists_and_names_failures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bench_all, "REPORTS", tmp_path)
+    runs = [_run("iceberg-sink", 20.0, 30.0, 600.0), _run("ticklake", 10.0, 6.0, 300.0)]
+    (tmp_path / "bench_peers.json").write_text(json.dumps({
+        "command": "python -m load_tests.bench_peers --trades 1000000", "trades": 1_000_000, "measured_at": "x",
+        "runs": [r.as_dict() for r in runs], "ratios": ratios(runs)}))  # fmt: skip
+    page = bench_all.render({"bench_gold": "exit 1: boom"})
+    assert "| ticklake/iceberg-sink@5s rows per CPU-second | 5.00× | ≥ 4× |" in page
+    assert "| ticklake | 5 s | 1,000,000 | 10.0 | 100,000 | 6.0 | 300 MiB | 10 | 20 | 5.5 s |" in page
+    assert "bench_gold failed in this run" in page and "boom" in page
+    assert "## Replay" not in page  # no bench_replay.json: no section
