@@ -245,8 +245,12 @@ class StreamWorker:
 
     def _fail(self, topic: str, exc: BaseException) -> None:
         """A batch of ``topic`` failed: stop the topic, drop what it holds, re-read after a backoff."""
-        self.stats.failures += 1
         reason = failure_reason(exc)
+        if topic in self._paused_until and reason == "offset_gap":
+            # A batch queued behind the one that failed: refused by the rule, as it must be. Not a new fault.
+            log.debug("%s: queued batch refused after a failure: %s", topic, exc)
+            return
+        self.stats.failures += 1
         failures = self._failures.get(topic, 0) + 1
         self._failures[topic] = failures
         if failures > MAX_CONSECUTIVE_FAILURES:
