@@ -17,6 +17,8 @@ from pyiceberg.table.snapshots import Snapshot
 OFFSETS_PROPERTY = "ticklake.offsets"
 # Cumulative per-topic counters a commit adds to (e.g. silver's dropped duplicates), carried like offsets.
 COUNTERS_PROPERTY = "ticklake.counters"
+# An operator's ``ticklake reset-offsets``: who moved which partitions' next offset, from where, to where, when.
+RESET_PROPERTY = "ticklake.offsets-reset"
 # Offsets per source topic, then per partition: the next offset to consume.
 TopicOffsets = dict[str, dict[int, int]]
 

@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from pyiceberg.catalog import Catalog
 
 from schemas.kafka_positions import PartitionPositions
+from schemas.offsets import RESET_PROPERTY
 from schemas.settings import Settings
 from schemas.tables.bronze import BRONZE_BY_TOPIC, DEAD_LETTERS
 from schemas.tables.silver import SILVER_BY_TOPIC, SILVER_REJECTS
 from schemas.topics import RAW_TOPICS
 from stream_workers.ledger import LedgerTable
 
-RESET_PROPERTY = "ticklake.offsets-reset"
 
 
 @dataclass(frozen=True)
