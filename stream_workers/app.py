@@ -90,5 +90,5 @@ def build_app(settings: Settings, with_silver: bool = True) -> faust.App:
         topic_partitions=1,
         topic_replication_factor=1,
     )
-    app.service(IngestService(settings, with_silver=with_silver))
+    app.service(IngestService(settings, with_silver=with_silver))  # type: ignore[arg-type]  # Faust takes instances too
     return app

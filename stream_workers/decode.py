@@ -167,7 +167,7 @@ class BatchDecoder:
         # Slow path, only for a block holding a corrupt body: find exactly which messages are bad.
         records, good, bad = [], [], []
         for i in indices.tolist():
-            body = framed.payloads[i][HEADER_SIZE:]  # type: ignore[index]
+            body = framed.payloads[i][HEADER_SIZE:]
             try:
                 buf = io.BytesIO(body)
                 record = fastavro.schemaless_reader(buf, writer.parsed, None)

@@ -171,11 +171,12 @@ class StreamWorker:
                     if err is not None:
                         self._consumer_error(msg, err)
                         continue
-                    topic = msg.topic()
+                    topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+                    if topic is None or partition is None or offset is None:
+                        continue
                     if topic in self._paused_until:
                         continue  # dropped: the topic re-reads from its tables after the backoff
-                    key = (topic, msg.partition())
-                    offset = msg.offset()
+                    key = (topic, partition)
                     expected = self._next.get(key)
                     if expected is None and key not in self._cursor:
                         continue  # not (or no longer) ours
@@ -184,7 +185,7 @@ class StreamWorker:
                     buf = self._buffers[topic]
                     if not len(buf):
                         self._first_at[topic] = now
-                    buf.add(msg.partition(), offset, msg.timestamp()[1], msg.value())
+                    buf.add(partition, offset, msg.timestamp()[1], msg.value())
                     self._next[key] = offset + 1
                 self.stats.consumed += len(batch)
                 if batch and self.stats.first_message_at is None:

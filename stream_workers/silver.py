@@ -20,13 +20,14 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from pyiceberg.expressions import And, BooleanExpression, EqualTo, In, Or
+from pyiceberg.expressions import And, BooleanExpression, EqualTo, In, Or, Reference
+from pyiceberg.expressions.literals import literal
 from pyiceberg.manifest import DataFileContent, ManifestEntryStatus
 from pyiceberg.table import Table
 
@@ -53,7 +54,7 @@ def _day_number(day: dt.date) -> int:
 class SilverIndex:
     """Key -> (event time µs, trading day) of the row silver holds, for whole days, as of one snapshot."""
 
-    def __init__(self, spec: TableSpec, window: dt.timedelta, clock=time.time) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, spec: TableSpec, window: dt.timedelta, clock: Callable[[], float] = time.time) -> None:
         self.spec = spec
         self.key = spec.key
         # A trade's key says nothing about its day, and a correction may move it to the next day;
@@ -82,7 +83,8 @@ class SilverIndex:
 
     def keys_of(self, rows: pa.Table) -> list[Key]:
         if len(self.key) == 1:
-            return rows[self.key[0]].to_pylist()
+            keys: list[Key] = rows[self.key[0]].to_pylist()
+            return keys
         return list(zip(*(rows[c].to_pylist() for c in self.key)))
 
     def merge(self, rows: pa.Table) -> None:
@@ -158,7 +160,7 @@ class SilverIndex:
 
     def _scan_days(self, table: Table, snapshot_id: int, days: list[int]) -> pa.Table:
         dates = [(_EPOCH + dt.timedelta(days=d)).isoformat() for d in days]
-        return table.scan(row_filter=In("trade_date", dates), selected_fields=self._columns(), snapshot_id=snapshot_id).to_arrow()
+        return table.scan(row_filter=_in("trade_date", dates), selected_fields=self._columns(), snapshot_id=snapshot_id).to_arrow()
 
     def _added_rows(self, table: Table, snapshot_id: int) -> pa.Table:
         """Rows of the data files one snapshot added, limited to the loaded days."""
@@ -194,12 +196,13 @@ class SilverPlan:
             return None
         terms: list[BooleanExpression] = []
         for day, keys in sorted(self.replaced.items()):
-            on_day = EqualTo("trade_date", (_EPOCH + dt.timedelta(days=day)).isoformat())
+            on_day = _eq("trade_date", (_EPOCH + dt.timedelta(days=day)).isoformat())
             if len(key) == 1:
-                terms.append(And(on_day, In(key[0], list(keys))))
+                terms.append(And(on_day, _in(key[0], list(keys))))
             else:
                 for k in keys:
-                    terms.append(And(on_day, *[EqualTo(c, _literal(v)) for c, v in zip(key, k)]))
+                    assert isinstance(k, tuple)
+                    terms.append(And(on_day, *[_eq(c, _literal(v)) for c, v in zip(key, k, strict=True)]))
         return terms[0] if len(terms) == 1 else Or(*terms)
 
 
@@ -237,7 +240,9 @@ def plan_silver(rows: pa.Table, index: SilverIndex) -> SilverPlan:
 class SilverStage:
     """One topic's silver: rules (``stream_workers.rules``), then dedupe through a ``SilverIndex``."""
 
-    def __init__(self, topic: str, spec: TableSpec, window: dt.timedelta, future_skew: dt.timedelta, clock=time.time) -> None:  # type: ignore[no-untyped-def]
+    def __init__(
+        self, topic: str, spec: TableSpec, window: dt.timedelta, future_skew: dt.timedelta, clock: Callable[[], float] = time.time
+    ) -> None:
         self.topic = topic
         self.spec = spec
         self.index = SilverIndex(spec, window, clock)
@@ -277,7 +282,15 @@ class SilverStage:
         self.index.loaded = False
 
 
-def _literal(value: object) -> object:
+def _in(column: str, values: list[Any]) -> BooleanExpression:
+    return In(term=Reference(column), values={literal(v) for v in values})
+
+
+def _eq(column: str, value: Any) -> BooleanExpression:
+    return EqualTo(term=Reference(column), value=literal(value))
+
+
+def _literal(value: object) -> Any:
     if isinstance(value, dt.datetime):
         return value.isoformat()
     return value

@@ -26,6 +26,7 @@ from schemas.avro import CURRENT_CONTRACT
 from schemas.settings import Settings
 from schemas.tables.bronze import BRONZE_BY_TOPIC, DEAD_LETTERS
 from schemas.tables.silver import SILVER_BY_TOPIC, SILVER_REJECTS
+from schemas.tables.spec import TableSpec
 from schemas.wire import SchemaLookup
 from stream_workers.dead_letters import DeadLetterMirror
 from stream_workers.decode import BatchDecoder, RawMessages
@@ -72,15 +73,18 @@ class TopicSink:
         mirror: DeadLetterMirror | None = None,
     ) -> None:
         self.topic = topic
-        ledger = dict(expire_every_commits=settings.expire_every_commits, keep_snapshots=settings.keep_snapshots)
-        self.dead_letters = LedgerTable(catalog, DEAD_LETTERS, sidecar=True, **ledger)
-        self.bronze = LedgerTable(catalog, BRONZE_BY_TOPIC[topic], **ledger)
+
+        def ledger(spec: TableSpec, sidecar: bool = False) -> LedgerTable:
+            return LedgerTable(catalog, spec, sidecar, settings.expire_every_commits, settings.keep_snapshots)
+
+        self.dead_letters = ledger(DEAD_LETTERS, sidecar=True)
+        self.bronze = ledger(BRONZE_BY_TOPIC[topic])
         self.rejects: LedgerTable | None = None
         self.silver_table: LedgerTable | None = None
         self.silver: SilverStage | None = None
         if with_silver:
-            self.rejects = LedgerTable(catalog, SILVER_REJECTS, sidecar=True, **ledger)
-            self.silver_table = LedgerTable(catalog, SILVER_BY_TOPIC[topic], **ledger)
+            self.rejects = ledger(SILVER_REJECTS, sidecar=True)
+            self.silver_table = ledger(SILVER_BY_TOPIC[topic])
             self.silver = SilverStage(
                 topic,
                 SILVER_BY_TOPIC[topic],
