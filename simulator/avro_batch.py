@@ -41,38 +41,43 @@ def _fixed(data: np.ndarray, width: int) -> Pieces:
 
 def zigzag_varints(values: np.ndarray) -> Pieces:
     """Avro ``long``/``int`` encoding of every value: zig-zag, then 7 bits a byte, low bits first."""
-    v = values.astype(np.int64)
+    v = values.astype(np.int64, copy=False)
     z = ((v << 1) ^ (v >> 63)).view(np.uint64)
     n = len(z)
-    shifts = np.arange(10, dtype=np.uint64) * np.uint64(7)
-    groups = ((z[:, None] >> shifts[None, :]) & np.uint64(0x7F)).astype(np.uint8)  # n x 10
-    # bytes needed: 1 + index of the highest non-zero 7-bit group
-    nonzero = groups != 0
-    size = np.where(nonzero.any(axis=1), 10 - np.argmax(nonzero[:, ::-1], axis=1), 1).astype(np.int64)
-    keep = np.arange(10)[None, :] < size[:, None]
-    more = np.arange(10)[None, :] < (size - 1)[:, None]
-    groups |= (more * 0x80).astype(np.uint8)
+    groups = max(1, (int(z.max()).bit_length() + 6) // 7) if n else 1  # bytes the largest value needs
+    if groups == 1:  # lengths, union branches, small counts: one byte each
+        return Pieces(z.astype(np.uint8), np.arange(n + 1, dtype=np.int64))
+    size = np.ones(n, dtype=np.int64)
+    for k in range(1, groups):
+        size += z >= np.uint64(1 << (7 * k))
+    out = np.empty((n, groups), dtype=np.uint8)
+    for k in range(groups):
+        out[:, k] = ((z >> np.uint64(7 * k)) & np.uint64(0x7F)).astype(np.uint8) | np.where(size > k + 1, 0x80, 0).astype(np.uint8)
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(size, out=offsets[1:])
-    return Pieces(groups[keep], offsets)
+    return Pieces(out[np.arange(groups)[None, :] < size[:, None]], offsets)
+
+
+def _as_arrow(pieces: Pieces) -> pa.Array:
+    return pa.Array.from_buffers(pa.large_binary(), len(pieces), [None, pa.py_buffer(pieces.offsets), pa.py_buffer(pieces.data)])
+
+
+def _from_arrow(array: pa.Array) -> Pieces:
+    _, offsets, data = array.buffers()
+    n = len(array)
+    offsets_np = np.frombuffer(offsets, dtype=np.int64, count=n + 1, offset=array.offset * 8)
+    data_np = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
+    return Pieces(data_np, offsets_np)
+
+
+_NOTHING = pa.scalar(b"", pa.large_binary())
 
 
 def interleave(columns: list[Pieces]) -> Pieces:
-    """Row i of the result is row i of each column, concatenated in column order."""
-    n = len(columns[0])
-    lengths = [c.lengths for c in columns]
-    row_lengths = np.sum(lengths, axis=0) if n else np.zeros(0, dtype=np.int64)
-    offsets = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(row_lengths, out=offsets[1:])
-    out = np.empty(int(offsets[-1]), dtype=np.uint8)
-    start = offsets[:-1].copy()
-    for column, length in zip(columns, lengths):
-        first, last = int(column.offsets[0]), int(column.offsets[-1])
-        if last > first:
-            shift = np.repeat(start - column.offsets[:-1], length)
-            out[np.arange(first, last, dtype=np.int64) + shift] = column.data[first:last]
-        start += length
-    return Pieces(out, offsets)
+    """Row i of the result is row i of each column, concatenated in column order (Arrow's C++ join)."""
+    if len(columns) == 1:
+        return columns[0]
+    return _from_arrow(pc.binary_join_element_wise(*(_as_arrow(c) for c in columns), _NOTHING))
 
 
 def _select(pieces: Pieces, present: np.ndarray) -> Pieces:
@@ -150,10 +155,9 @@ def encode_table(table: pa.Table | pa.RecordBatch, schema_json: dict[str, Any], 
         fields.append(encode_value(_resolve(f["type"], named), table.column(f["name"])))
     header = frame(schema_id, b"")
     head = Pieces(np.frombuffer(header * table.num_rows, dtype=np.uint8), np.arange(table.num_rows + 1, dtype=np.int64) * len(header))
-    body = interleave([head, *fields]) if table.num_rows else Pieces(np.zeros(0, np.uint8), np.zeros(1, np.int64))
-    return pa.Array.from_buffers(
-        pa.large_binary(), len(body), [None, pa.py_buffer(body.offsets), pa.py_buffer(body.data)]
-    ).to_pylist()
+    if not table.num_rows:
+        return []
+    return _as_arrow(interleave([head, *fields])).to_pylist()
 
 
 def _named_types(schema_json: dict[str, Any]) -> dict[str, Any]:

@@ -207,6 +207,8 @@ class _Sender:
         self.first_failure = ""
         self.producer = Producer({
             "bootstrap.servers": bootstrap, **PRODUCER_CONFIG, **(extra or {}),
+            # a broker lost mid-run fails the replay after this long instead of librdkafka's 5 minutes
+            "message.timeout.ms": int(max(30.0, 2 * connect_timeout_s) * 1000),
             "logger": logging.getLogger(LIBRDKAFKA_LOGGER), "error_cb": self._on_error, "on_delivery": self._on_failed,
         })  # fmt: skip
         try:

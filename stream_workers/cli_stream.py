@@ -87,6 +87,8 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     # librdkafka's lines go to --kafka-log (or nowhere); failures surface as one error line below.
     kafka_log = logging.getLogger(LIBRDKAFKA_LOGGER)
     kafka_log.propagate = False
+    for handler in list(kafka_log.handlers):
+        kafka_log.removeHandler(handler)
     kafka_log.addHandler(logging.FileHandler(args.kafka_log) if args.kafka_log else logging.NullHandler())
     common = dict(rate=args.rate, bad=args.bad, invalid=args.invalid, seed=args.seed, schema_version=args.schema_version,
                   connect_timeout_s=args.connect_timeout)  # fmt: skip

@@ -47,6 +47,7 @@ def test_batch_encoding_is_byte_for_byte_fastavro(by_topic: dict[str, list[dict]
     assert encode_table(_table(topic, rows), contract.schema_json, contract.local_id) == expected
     sliced = _table(topic, rows).slice(7, 50)  # a slice starts mid-buffer: offsets must be honoured
     assert encode_table(sliced, contract.schema_json, contract.local_id) == expected[7:57]
+    assert encode_table(sliced.slice(0, 0), contract.schema_json, contract.local_id) == []
 
 
 def test_trade_v2_and_int64_timestamps(by_topic: dict[str, list[dict]]) -> None:
