@@ -1,14 +1,22 @@
 #!/usr/bin/env bash
 # Installs what TickLake needs on a fresh machine: Debian packages (when root), a Python venv with the
 # project, and the Kafka broker jars (Maven Central, cached in .cache/kafka). Idempotent: re-runs are quick.
-#   deploy/install.sh          runtime only
-#   deploy/install.sh --test   plus the test extras and Debian packages the tests use
+#   deploy/install.sh               runtime only (the embedded profile: deploy/run-main.sh)
+#   deploy/install.sh --production  plus the Debian packages and jars of the production profile (PostgreSQL,
+#                                   S3Proxy, Iceberg REST server: `ticklake stack up --profile production`)
+#   deploy/install.sh --test        all of the above plus the test extras
 set -euo pipefail
 cd "$(dirname "$0")/.."
 with_test=0
-[ "${1:-}" = "--test" ] && with_test=1
+with_production=0
+case "${1:-}" in
+  --test) with_test=1; with_production=1 ;;
+  --production) with_production=1 ;;
+  "") ;;
+  *) echo "install: unknown option ${1} (use --test or --production)" >&2; exit 2 ;;
+esac
 
-if [ "$with_test" = 1 ] && [ -s deploy/apt-packages.txt ]; then
+if [ "$with_production" = 1 ] && [ -s deploy/apt-packages.txt ]; then
   mapfile -t wanted < <(grep -v '^\s*#' deploy/apt-packages.txt | sed '/^\s*$/d')
   missing=()
   for pkg in "${wanted[@]}"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
@@ -39,4 +47,9 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   touch "$stamp"
 fi
 .venv/bin/ticklake broker fetch >/dev/null
-echo "install: done (.venv, Kafka jars in .cache/kafka/libs)"
+if [ "$with_production" = 1 ]; then
+  .venv/bin/ticklake stack fetch >/dev/null  # S3Proxy and Iceberg REST jars (Maven), the REST launcher (javac)
+  echo "install: done (.venv, jars in .cache/kafka, .cache/s3proxy, .cache/iceberg-rest)"
+else
+  echo "install: done (.venv, Kafka jars in .cache/kafka/libs)"
+fi
