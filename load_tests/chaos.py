@@ -72,6 +72,7 @@ class WorkerSlot:
     env: dict[str, str]
     log_path: Path
     engine: str
+    tree: Path = REPO_ROOT
     proc: subprocess.Popen[bytes] | None = None
     exits: Counter[int] = field(default_factory=Counter)
 
@@ -79,7 +80,7 @@ class WorkerSlot:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "stream_workers.cli", "worker", "--engine", self.engine],
-                env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
+                env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=self.tree,
             )
 
     def alive(self) -> bool:
@@ -174,6 +175,10 @@ def schedule(rng: random.Random, seconds: float, kills: int, restarts: int, faul
     return sorted(events)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")  # cleanup in main's finally stops workers and broker
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m load_tests.chaos", description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", type=int, default=2)
@@ -190,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-batch-rows", type=int, default=20_000)
     parser.add_argument("--commit-interval", type=float, default=0.5)
     parser.add_argument("--drain-s", type=float, default=600.0, help="time the workers get to catch up at the end")
+    parser.add_argument("--worker-tree", type=Path, default=REPO_ROOT,
+                        help="run the workers from this source tree (e.g. an export of an older commit, to show a fault it loses data under)")
     parser.add_argument("--dir", type=Path, default=None, help="broker data, lake and logs (default: a new temp dir, kept)")
     args = parser.parse_args(argv)
     seconds = args.minutes * 60
@@ -219,12 +226,14 @@ def main(argv: list[str] | None = None) -> int:
     if not settings.iceberg_catalog_uri.startswith("sqlite:///"):
         parser.error(f"catalog faults need the SQLite catalog, got {settings.iceberg_catalog_uri}")
 
+    signal.signal(signal.SIGTERM, _interrupt)
     journal = Journal()
     events = schedule(rng, seconds, kills, args.broker_restarts, faults)
     journal.say(
         f"chaos in {workdir}: broker {config.bootstrap}, {args.workers} workers ({args.engine}), {args.partitions} partitions, "
         f"{trades:,d} trades at {args.rate:g} msg/s, {args.minutes:g} min of faults: {kills} kill -9, "
         f"{args.broker_restarts} broker restarts, {faults} catalog faults"
+        + ("" if args.worker_tree == REPO_ROOT else f"; workers run from {args.worker_tree}")
     )
     broker.start(config)
     supervisor: Supervisor | None = None
@@ -234,7 +243,9 @@ def main(argv: list[str] | None = None) -> int:
     slots: list[WorkerSlot] = []
     try:
         broker.create_topics(config.bootstrap, [*RAW_TOPICS, *(dead_letter_topic(t) for t in RAW_TOPICS)], partitions=args.partitions)
-        slots = [WorkerSlot(i, env, workdir / f"worker{i}.log", args.engine) for i in range(args.workers)]
+        worker_env = env if args.worker_tree == REPO_ROOT else {**env, "PYTHONPATH": str(args.worker_tree.resolve())}
+        slots = [WorkerSlot(i, worker_env, workdir / f"worker{i}.log", args.engine, args.worker_tree.resolve())
+                 for i in range(args.workers)]
         supervisor = Supervisor(slots, journal)
         supervisor.start()
         with open(workdir / "replay.log", "ab") as replay_log:
@@ -272,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         print(result.stdout, end="")
         print(result.stderr, end="", file=sys.stderr)
     finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not orphan workers or the broker
         if replay is not None and replay.poll() is None:
             replay.kill()
         codes = supervisor.stop() if supervisor is not None else {}
