@@ -152,6 +152,18 @@ class _Market:
         self.book_us: dict[str, int] = {}  # last snapshot_timestamp per symbol (keys must be unique)
         self.clock = 0  # event_timestamp never goes back in publish order
         self.produced = 0
+        # Book depth (sizes, level steps) drawn thousands of books at a time: per-level randint was half the cost.
+        self._book_rng = np.random.default_rng([config.seed, 1])
+        self._book_sizes: list[list[float]] = []
+        self._book_steps: list[list[int]] = []
+
+    def book_levels(self) -> tuple[list[float], list[int]]:
+        """Sizes (100..2000 shares) and steps (1..3 cents) for one book: bid and ask alternating, level by level."""
+        if not self._book_sizes:
+            shape = (4096, 2 * BOOK_DEPTH)
+            self._book_sizes = (100.0 * self._book_rng.integers(1, 21, size=shape)).tolist()
+            self._book_steps = self._book_rng.integers(1, 4, size=shape).tolist()
+        return self._book_sizes.pop(), self._book_steps.pop()
 
     def tick(self, ts: int) -> int:
         self.clock = max(self.clock, ts)
@@ -247,11 +259,12 @@ def _book(market: _Market, symbol: str, exchange: str, now: int, cents: int) -> 
     below = rng.randint(1, spread - 1)
     bid, ask = cents - below, cents + (spread - below)
     bids, asks = [], []
-    for _ in range(BOOK_DEPTH):
-        bids.append({"price": max(1, bid) / 100, "size": float(100 * rng.randint(1, 20))})
-        asks.append({"price": ask / 100, "size": float(100 * rng.randint(1, 20))})
-        bid -= rng.randint(1, 3)
-        ask += rng.randint(1, 3)
+    sizes, steps = market.book_levels()
+    for level in range(0, 2 * BOOK_DEPTH, 2):
+        bids.append({"price": max(1, bid) / 100, "size": sizes[level]})
+        asks.append({"price": ask / 100, "size": sizes[level + 1]})
+        bid -= steps[level]
+        ask += steps[level + 1]
     return {
         "symbol": symbol,
         "exchange": exchange,

@@ -356,12 +356,12 @@ def publish(
     ``speed`` > 0 releases records at their event time / speed (``simulator.pacing``).
     """
     windows = record_windows(records, contracts_for(schema_version), speed=speed)
-    with progress_bar(show_progress, progress_total) as progress:
+    with ProgressBar(show_progress, progress_total) as progress:
         return publish_windows(settings, windows, rate=rate, bad=bad, invalid=invalid, seed=seed,
                                schema_version=schema_version, progress=progress, connect_timeout_s=connect_timeout_s)
 
 
-class progress_bar:
+class ProgressBar:
     """A tqdm bar (or nothing), drawn from the first message on, that log lines are written above."""
 
     def __init__(self, show: bool, total: int | None) -> None:

@@ -82,7 +82,7 @@ def _non_negative(text: str) -> float:
 
 
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
-    from simulator.replay import LIBRDKAFKA_LOGGER, ReplayError, progress_bar, publish, publish_windows
+    from simulator.replay import LIBRDKAFKA_LOGGER, ProgressBar, ReplayError, publish, publish_windows
 
     # librdkafka's lines go to --kafka-log (or nowhere); failures surface as one error line below.
     kafka_log = logging.getLogger(LIBRDKAFKA_LOGGER)
@@ -97,7 +97,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
             from simulator.history import history_windows
 
             total, windows = history_windows(args.from_file, speed=args.speed)
-            with progress_bar(not args.quiet, total) as progress:
+            with ProgressBar(not args.quiet, total) as progress:
                 summary = publish_windows(settings, windows, progress=progress, **common)  # type: ignore[arg-type]
         else:
             from simulator.market import GeneratorConfig, generate
