@@ -33,7 +33,7 @@ from pyiceberg.expressions import EqualTo
 from pyiceberg.table import Table
 
 from schemas.kafka_positions import KafkaPositions, KafkaPositionsError, PartitionPositions, UnknownTopic
-from schemas.offsets import recorded_counters, recorded_offsets, snapshot_ancestry
+from schemas.offsets import RESET_PROPERTY, recorded_counters, recorded_offsets, snapshot_ancestry
 from schemas.tables.bronze import BRONZE_BY_TOPIC, DEAD_LETTERS
 from schemas.tables.silver import SILVER_BY_TOPIC, SILVER_REJECTS
 from schemas.tables.spec import TableSpec, ensure_table
@@ -44,7 +44,7 @@ from stream_workers.rules import RULES
 # {"topic": T, "at": ISO time, "partitions": {"3": {"from": {table: offset}, "to": offset}}}. A reset forward
 # skips offsets on purpose (not holes); a reset backward means a new incarnation of the topic (recreated):
 # rows ingested before it belong to the old one and are left out of the accounting of that partition.
-RESET_NOTE = "ticklake.offsets-reset"
+RESET_NOTE = RESET_PROPERTY  # the note ticklake reset-offsets leaves (schemas.offsets)
 # Gaps are read back from Kafka in windows of at most this many offsets, and at most this many in all
 # per partition (beyond it the gap is reported as unverified, never as ok).
 GAP_READ_WINDOW = 20_000
