@@ -121,5 +121,61 @@ PORTFOLIO_POSITIONS = _daily(
     "Open (non-zero) positions per trader and symbol at the end of the day, cumulative over all earlier days.",
 )
 
-GOLD_TABLES: tuple[TableSpec, ...] = (DAILY_TRADING_SUMMARY, TRADER_PERFORMANCE, MARKET_OVERVIEW, PORTFOLIO_POSITIONS)
+SECTOR_DAILY = _daily(
+    "gold.sector_daily",
+    [
+        pa.field("sector", pa.string()),
+        pa.field("symbols_traded", pa.int64()),
+        pa.field("trade_count", pa.int64()),
+        pa.field("total_volume", pa.float64()),
+        pa.field("total_notional", pa.float64()),
+        pa.field("vwap", pa.float64()),
+        pa.field("advancers", pa.int64()),
+        pa.field("decliners", pa.int64()),
+    ],
+    ("trade_date", "sector"),
+    "Per sector and day (the sector each symbol had that day, from dim.symbol SCD2): volume, notional, VWAP, "
+    "advancers and decliners.",
+)
+
+DESK_PERFORMANCE = _daily(
+    "gold.desk_performance",
+    [
+        pa.field("desk", pa.string()),
+        pa.field("traders", pa.int64()),
+        pa.field("trade_count", pa.int64()),
+        pa.field("total_volume", pa.float64()),
+        pa.field("total_notional", pa.float64()),
+        pa.field("realized_pnl", pa.float64()),
+        pa.field("closed_round_trips", pa.int64()),
+        pa.field("winning_round_trips", pa.int64()),
+        pa.field("win_rate", pa.float64()),
+    ],
+    ("trade_date", "desk"),
+    "Per desk and day (each trader's desk that day, from dim.trader SCD2): trader performance summed by desk.",
+)
+
+INTRADAY_BARS = _daily(
+    "gold.intraday_bars",
+    [
+        pa.field("symbol", pa.string()),
+        pa.field("hour_start", TS),
+        pa.field("open", pa.float64()),
+        pa.field("high", pa.float64()),
+        pa.field("low", pa.float64()),
+        pa.field("close", pa.float64()),
+        pa.field("volume", pa.float64()),
+        pa.field("bars", pa.int64()),
+    ],
+    ("trade_date", "symbol", "hour_start"),
+    "Hourly OHLCV per symbol and day, rolled up from the silver.market_data bars.",
+)
+
+# Columns in which a table's dimension attribute reads "not in the dimension that day".
+UNCLASSIFIED = "UNCLASSIFIED"
+
+GOLD_TABLES: tuple[TableSpec, ...] = (
+    DAILY_TRADING_SUMMARY, TRADER_PERFORMANCE, MARKET_OVERVIEW, PORTFOLIO_POSITIONS,
+    SECTOR_DAILY, DESK_PERFORMANCE, INTRADAY_BARS,
+)
 DAGSTER_OWNED: tuple[TableSpec, ...] = (TRADER_ACTIVITY, *GOLD_TABLES)

@@ -146,7 +146,8 @@ def test_late_silver_rows_rebuild_only_their_day(lake, cp_defs, instance) -> Non
     assert [r.partition_key for r in daily] == ["2024-01-02", ]
     assert ranged[0].tags["dagster/asset_partition_range_start"] == "2024-01-02"
     assert ranged[0].tags["dagster/asset_partition_range_end"] == "2024-01-03"
-    assert set(ranged[0].asset_selection) == {AssetKey(["gold", "trader_performance"]), POSITIONS_KEY}
+    assert set(ranged[0].asset_selection) == {AssetKey(["gold", "trader_performance"]), POSITIONS_KEY,
+                                               AssetKey(["gold", "desk_performance"])}
 
     job = cp_defs.resolve_job_def("gold_job")
     for request in result.run_requests:

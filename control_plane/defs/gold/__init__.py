@@ -6,6 +6,6 @@ merges it with the other domains.
 
 from dagster import Definitions
 
-from control_plane.defs.gold import assets, schedules, sensors, sessions
+from control_plane.defs.gold import assets, enriched, schedules, sensors, sessions
 
-defs: Definitions = Definitions.merge(assets.defs, schedules.defs, sensors.defs, sessions.defs)
+defs: Definitions = Definitions.merge(assets.defs, enriched.defs, schedules.defs, sensors.defs, sessions.defs)

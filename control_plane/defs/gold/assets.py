@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
 import pyarrow as pa
-import pyarrow.compute as pc
 from dagster import (
     AssetCheckResult,
     AssetCheckSpec,
@@ -79,11 +78,11 @@ max_drawdown = largest fall of the day's cumulative realized PnL from its runnin
 """
 
 
-def _rows_metadata(spec: TableSpec, rows: pa.Table, day: str, **extra: object) -> dict[str, object]:
+def rows_metadata(spec: TableSpec, rows: pa.Table, day: str, **extra: object) -> dict[str, object]:
     return {"table": spec.name, "trade_date": day, "dagster/row_count": MetadataValue.int(rows.num_rows), **extra}
 
 
-def _push(lake: LakeResource, key: AssetKey, rows: int, started: float) -> None:
+def push_run(lake: LakeResource, key: AssetKey, rows: int, started: float) -> None:
     push_asset_run(lake.settings().pushgateway_url, key.path, rows, time.monotonic() - started, "success")
 
 
@@ -165,7 +164,7 @@ ACTIVITY_CHECKS = [
 )
 def trader_activity(context: AssetExecutionContext, lake: LakeResource) -> Iterator:
     started, day = time.monotonic(), context.partition_key
-    trades = read_day(lake.table(SILVER_TRADES), day, gold_sql.TRADE_COLUMNS)
+    trades, _ = silver_trades_day(lake, day)
     rows = gold_sql.trader_activity(trades)
 
     def audit(staged: pa.Table) -> list[Audit]:
@@ -175,8 +174,8 @@ def trader_activity(context: AssetExecutionContext, lake: LakeResource) -> Itera
     if not outcome.passed:
         yield from check_results(TRADER_ACTIVITY_KEY, outcome.audits)
         raise refused(TRADER_ACTIVITY_KEY, day, outcome.audits)
-    _push(lake, TRADER_ACTIVITY_KEY, rows.num_rows, started)
-    yield MaterializeResult(metadata=_rows_metadata(
+    push_run(lake, TRADER_ACTIVITY_KEY, rows.num_rows, started)
+    yield MaterializeResult(metadata=rows_metadata(
         TRADER_ACTIVITY, rows, day, silver_trades=trades.num_rows, published_snapshot_id=str(outcome.published_snapshot_id)))
     yield from check_results(TRADER_ACTIVITY_KEY, outcome.audits)
 
@@ -213,10 +212,7 @@ SUMMARY_CHECKS = [
 )
 def daily_trading_summary(context: AssetExecutionContext, lake: LakeResource) -> Iterator:
     started, day = time.monotonic(), context.partition_key
-    silver = lake.table(SILVER_TRADES)
-    snapshot = silver.current_snapshot()
-    snapshot_id = snapshot.snapshot_id if snapshot is not None else None
-    trades = read_day(silver, day, gold_sql.TRADE_COLUMNS, snapshot_id) if snapshot_id else gold_sql_empty_trades()
+    trades, snapshot_id = silver_trades_day(lake, day)
     books = read_day(lake.table(SILVER_ORDERBOOK), day, gold_sql.BOOK_COLUMNS)
     rows = gold_sql.daily_trading_summary(trades, books)
 
@@ -231,9 +227,9 @@ def daily_trading_summary(context: AssetExecutionContext, lake: LakeResource) ->
     if not outcome.passed:
         yield from check_results(SUMMARY_KEY, outcome.audits)
         raise refused(SUMMARY_KEY, day, outcome.audits)
-    _push(lake, SUMMARY_KEY, rows.num_rows, started)
+    push_run(lake, SUMMARY_KEY, rows.num_rows, started)
     yield MaterializeResult(
-        metadata=_rows_metadata(
+        metadata=rows_metadata(
             DAILY_TRADING_SUMMARY, rows, day,
             silver_trades=trades.num_rows, silver_snapshot_id=str(snapshot_id), book_snapshots=books.num_rows,
             published_snapshot_id=str(outcome.published_snapshot_id),
@@ -244,6 +240,25 @@ def daily_trading_summary(context: AssetExecutionContext, lake: LakeResource) ->
 
 def gold_sql_empty_trades() -> pa.Table:
     return SILVER_TRADES.columns.empty_table().select(list(gold_sql.TRADE_COLUMNS))
+
+
+# The silver day of the last scan, shared by the steps of a run (in-process executor): trader activity,
+# the summary and performance all read the same day of silver.trades, one scan is enough. Keyed by the
+# snapshot, so a step never reuses rows of another silver version; one entry, so memory stays one day.
+_silver_day_cache: dict[tuple[str, int, str], pa.Table] = {}
+
+
+def silver_trades_day(lake: LakeResource, day: str | dt.date) -> tuple[pa.Table, int | None]:
+    """silver.trades rows of ``day`` (gold's columns) at the current snapshot, and that snapshot's id."""
+    silver = lake.table(SILVER_TRADES)
+    snapshot = silver.current_snapshot()
+    if snapshot is None:
+        return gold_sql_empty_trades(), None
+    key = (silver.metadata_location, snapshot.snapshot_id, as_day(day).isoformat())
+    if key not in _silver_day_cache:
+        _silver_day_cache.clear()
+        _silver_day_cache[key] = read_day(silver, day, gold_sql.TRADE_COLUMNS, snapshot.snapshot_id)
+    return _silver_day_cache[key], snapshot.snapshot_id
 
 
 # --- gold.market_overview ----------------------------------------------------------------------------------
@@ -285,8 +300,8 @@ def market_overview(context: AssetExecutionContext, lake: LakeResource) -> Itera
     if not outcome.passed:
         yield from check_results(OVERVIEW_KEY, outcome.audits)
         raise refused(OVERVIEW_KEY, day, outcome.audits)
-    _push(lake, OVERVIEW_KEY, rows.num_rows, started)
-    yield MaterializeResult(metadata=_rows_metadata(
+    push_run(lake, OVERVIEW_KEY, rows.num_rows, started)
+    yield MaterializeResult(metadata=rows_metadata(
         MARKET_OVERVIEW, rows, day, symbols=summary.num_rows, published_snapshot_id=str(outcome.published_snapshot_id)))
     yield from check_results(OVERVIEW_KEY, outcome.audits)
 
@@ -308,9 +323,11 @@ def replay_day(lake: LakeResource, day: dt.date) -> tuple[ledger.AverageCostDay,
 
     Also returns the silver trades dated ``day`` (what performance reconciles with)."""
     seed_day, seed = carried_seed(lake, day)
-    trades = read_days(lake.table(SILVER_TRADES), seed_day, day, gold_sql.TRADE_COLUMNS)
+    today, _ = silver_trades_day(lake, day)
+    # Days between the seed and ``day`` (a weekend's late trades, sessions never built): usually none.
+    gap = read_days(lake.table(SILVER_TRADES), seed_day, day - dt.timedelta(days=1), gold_sql.TRADE_COLUMNS)
+    trades = pa.concat_tables([gap, today], promote_options="permissive") if gap.num_rows else today
     result = ledger.average_cost_day(trades, seed, day.isoformat())
-    today = trades.filter(pc.equal(trades.column("trade_date"), pa.scalar(day, pa.date32())))
     return result, today, {
         "seeded_from": seed_day.isoformat() if seed_day else "nothing (replayed all silver up to the day)",
         "replayed_silver_trades": trades.num_rows,
@@ -397,8 +414,8 @@ def trader_performance_and_positions(context: AssetExecutionContext, lake: LakeR
         position_rows += result.positions.num_rows
         context.log.info(f"{day}: {result.performance.num_rows} traders, {result.positions.num_rows} open positions ({notes})")
     span = f"{days[0]}..{days[-1]}" if len(days) > 1 else days[0].isoformat()
-    _push(lake, PERFORMANCE_KEY, performance_rows, started)
-    _push(lake, POSITIONS_KEY, position_rows, started)
+    push_run(lake, PERFORMANCE_KEY, performance_rows, started)
+    push_run(lake, POSITIONS_KEY, position_rows, started)
     yield MaterializeResult(
         asset_key=PERFORMANCE_KEY,
         metadata={"table": TRADER_PERFORMANCE.name, "trade_dates": span, "dagster/row_count": performance_rows},

@@ -98,15 +98,15 @@ def scd2_integrity(check_name: str, history: pa.Table, key: str) -> Audit:
     is non-empty, and exactly one row is current (open-ended and flagged ``is_current``)."""
     con = duckdb.connect()
     con.register("h", history)
-    overlaps = con.sql(f"""
+    overlaps = con.execute(f"""
         SELECT count(*) FROM (
             SELECT valid_from, valid_to,
                    lag(valid_to) OVER (PARTITION BY {key} ORDER BY valid_from, valid_to) AS previous_to
             FROM h)
         WHERE previous_to > valid_from
     """).fetchone()[0]
-    empty = con.sql("SELECT count(*) FROM h WHERE valid_to <= valid_from").fetchone()[0]
-    bad_current = con.sql(f"""
+    empty = con.execute("SELECT count(*) FROM h WHERE valid_to <= valid_from").fetchone()[0]
+    bad_current = con.execute(f"""
         SELECT count(*) FROM (
             SELECT {key},
                    count(*) FILTER (WHERE is_current) AS flagged,

@@ -22,15 +22,27 @@ from control_plane.defs.gold.assets import (
     TRADER_ACTIVITY_KEY,
     daily_trading_summary,
     market_overview,
+    trader_activity,
     trader_performance_and_positions,
+)
+from control_plane.defs.gold.enriched import (
+    BARS_KEY,
+    DESK_KEY,
+    ENRICHED_KEYS,
+    SECTOR_KEY,
+    desk_performance,
+    intraday_bars,
+    sector_daily,
 )
 from control_plane.layers import GOLD_RUN_TAGS, TRADING_DAYS
 
-DAILY_KEYS: tuple[AssetKey, ...] = (TRADER_ACTIVITY_KEY, SUMMARY_KEY, OVERVIEW_KEY)
+DAILY_KEYS: tuple[AssetKey, ...] = (TRADER_ACTIVITY_KEY, SUMMARY_KEY, OVERVIEW_KEY, SECTOR_KEY, BARS_KEY)
+# What a range rebuild covers: the cumulative assets and what is built from them.
+RANGE_KEYS: tuple[AssetKey, ...] = (*CUMULATIVE_KEYS, DESK_KEY)
 
 gold_job = define_asset_job(
     "gold_job",
-    selection=AssetSelection.assets(TRADER_ACTIVITY_KEY, *GOLD_KEYS) | AssetSelection.checks(*SILVER_CHECK_KEYS),
+    selection=AssetSelection.assets(TRADER_ACTIVITY_KEY, *GOLD_KEYS, *ENRICHED_KEYS) | AssetSelection.checks(*SILVER_CHECK_KEYS),
     partitions_def=TRADING_DAYS,
     tags=GOLD_RUN_TAGS,
     description=(
@@ -40,12 +52,16 @@ gold_job = define_asset_job(
 )
 
 _DAILY_CHECKS: list[AssetCheckKey] = [
+    *trader_activity.check_keys,
     *daily_trading_summary.check_keys,
     *market_overview.check_keys,
+    *sector_daily.check_keys,
+    *intraday_bars.check_keys,
     *SILVER_CHECK_KEYS,
 ]
 _CUMULATIVE_CHECKS: list[AssetCheckKey] = [
     *trader_performance_and_positions.check_keys,
+    *desk_performance.check_keys,
     *(key for key in SILVER_CHECK_KEYS if key.asset_key == SILVER_TRADES_KEY),
 ]
 
@@ -65,11 +81,11 @@ def cumulative_request(first: dt.date, last: dt.date, run_key: str) -> RunReques
     if first == last:
         return RunRequest(
             run_key=run_key, partition_key=first.isoformat(),
-            asset_selection=list(CUMULATIVE_KEYS), asset_check_keys=_CUMULATIVE_CHECKS,
+            asset_selection=list(RANGE_KEYS), asset_check_keys=_CUMULATIVE_CHECKS,
         )
     return RunRequest(
         run_key=run_key,
-        asset_selection=list(CUMULATIVE_KEYS),
+        asset_selection=list(RANGE_KEYS),
         asset_check_keys=_CUMULATIVE_CHECKS,
         tags={RANGE_START_TAG: first.isoformat(), RANGE_END_TAG: last.isoformat()},
     )

@@ -25,12 +25,12 @@ from control_plane.lake_io import days_present
 from control_plane.resources import LakeResource
 from control_plane.table_care import MAINTENANCE_PROPERTY
 from schemas.tables.gold import PORTFOLIO_POSITIONS
-from schemas.tables.silver import SILVER_ORDERBOOK, SILVER_TRADES
+from schemas.tables.silver import SILVER_MARKET_DATA, SILVER_ORDERBOOK, SILVER_TRADES
 from schemas.tables.spec import TableSpec
 
 EPOCH = dt.date(1970, 1, 1)
 # Silver tables gold reads; a change to one of their days makes that day's gold stale.
-WATCHED: tuple[TableSpec, ...] = (SILVER_TRADES, SILVER_ORDERBOOK)
+WATCHED: tuple[TableSpec, ...] = (SILVER_TRADES, SILVER_ORDERBOOK, SILVER_MARKET_DATA)
 
 
 def new_snapshots(table: Table, seen_snapshot_id: int | None) -> list:

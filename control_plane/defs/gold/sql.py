@@ -14,8 +14,12 @@ import pyarrow as pa
 
 from schemas.tables.gold import (
     DAILY_TRADING_SUMMARY,
+    DESK_PERFORMANCE,
+    INTRADAY_BARS,
     MARKET_OVERVIEW,
+    SECTOR_DAILY,
     TRADER_ACTIVITY,
+    UNCLASSIFIED,
 )
 from schemas.tables.spec import TableSpec
 
@@ -24,6 +28,7 @@ TRADE_COLUMNS: tuple[str, ...] = (
     "trade_id", "symbol", "price", "quantity", "side", "trader_id", "trade_timestamp", "trade_date",
 )
 BOOK_COLUMNS: tuple[str, ...] = ("symbol", "best_bid", "best_ask", "trade_date")
+BAR_COLUMNS: tuple[str, ...] = ("symbol", "interval_start", "open", "high", "low", "close", "volume", "trade_date")
 
 QTY = "DECIMAL(18,6)"  # prices and quantities: cents and fractional shares fit with room to spare
 TOP_MOVERS = 5
@@ -150,4 +155,67 @@ def market_overview_on(con: duckdb.DuckDBPyConnection) -> pa.Table:
         ORDER BY trade_date
         """,
         MARKET_OVERVIEW,
+    )
+
+
+def sector_daily(summary: pa.Table) -> pa.Table:
+    """gold.sector_daily of one day's gold.daily_trading_summary rows carrying each symbol's ``sector`` that
+    day (NULL: the symbol was not in dim.symbol that day, reported as ``UNCLASSIFIED``)."""
+    return _shaped(
+        connect(summary=summary),
+        f"""
+        SELECT trade_date, coalesce(sector, '{UNCLASSIFIED}') AS sector,
+               count(*) AS symbols_traded, sum(trade_count) AS trade_count,
+               sum(total_volume::DECIMAL(38,6))::DOUBLE AS total_volume,
+               sum(total_notional::DECIMAL(38,6))::DOUBLE AS total_notional,
+               CASE WHEN sum(total_volume) > 0 THEN
+                   sum(total_notional::DECIMAL(38,6))::DOUBLE / sum(total_volume::DECIMAL(38,6))::DOUBLE
+               END AS vwap,
+               count(*) FILTER (WHERE close > open) AS advancers,
+               count(*) FILTER (WHERE close < open) AS decliners
+        FROM summary
+        GROUP BY ALL
+        ORDER BY trade_date, sector
+        """,
+        SECTOR_DAILY,
+    )
+
+
+def desk_performance(performance: pa.Table) -> pa.Table:
+    """gold.desk_performance of one day's gold.trader_performance rows carrying each trader's ``desk`` that
+    day (NULL: the trader was not in dim.trader that day, reported as ``UNCLASSIFIED``)."""
+    return _shaped(
+        connect(performance=performance),
+        f"""
+        SELECT trade_date, coalesce(desk, '{UNCLASSIFIED}') AS desk,
+               count(*) AS traders, sum(trade_count) AS trade_count,
+               sum(total_volume::DECIMAL(38,6))::DOUBLE AS total_volume,
+               sum(total_notional::DECIMAL(38,6))::DOUBLE AS total_notional,
+               sum(realized_pnl::DECIMAL(38,10))::DOUBLE AS realized_pnl,
+               sum(closed_round_trips) AS closed_round_trips,
+               sum(winning_round_trips) AS winning_round_trips,
+               sum(winning_round_trips)::DOUBLE / nullif(sum(closed_round_trips), 0) AS win_rate
+        FROM performance
+        GROUP BY ALL
+        ORDER BY trade_date, desk
+        """,
+        DESK_PERFORMANCE,
+    )
+
+
+def intraday_bars(bars: pa.Table) -> pa.Table:
+    """gold.intraday_bars of one day's silver.market_data bars: per symbol and clock hour (a UTC instant, as
+    in silver.trader_activity), open of the first bar, close of the last, high, low, summed volume."""
+    return _shaped(
+        connect(bars=bars),
+        f"""
+        SELECT trade_date, symbol, date_trunc('hour', interval_start) AS hour_start,
+               arg_min(open, interval_start) AS open, max(high) AS high, min(low) AS low,
+               arg_max(close, interval_start) AS close,
+               sum(volume::{QTY})::DOUBLE AS volume, count(*) AS bars
+        FROM bars
+        GROUP BY ALL
+        ORDER BY trade_date, symbol, hour_start
+        """,
+        INTRADAY_BARS,
     )

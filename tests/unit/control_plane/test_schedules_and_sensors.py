@@ -13,7 +13,8 @@ from dagster import (
     build_sensor_context,
 )
 
-from control_plane.defs.gold.assets import CUMULATIVE_KEYS, SUMMARY_KEY
+from control_plane.defs.gold.assets import SUMMARY_KEY
+from control_plane.defs.gold.jobs import RANGE_KEYS
 from control_plane.layers import NEW_YORK
 from control_plane.defs.gold.schedules import gold_daily, gold_monthly_recompute, previous_month
 from control_plane.defs.gold.sensors import changed_days, silver_late_changes
@@ -52,7 +53,7 @@ def test_monthly_recompute_rebuilds_the_previous_month(lake) -> None:
     daily = [r for r in requests if r.partition_key and SUMMARY_KEY in r.asset_selection]
     assert len(daily) == 20  # February 2024 sessions (Presidents' Day 19 Feb closed)
     assert "2024-02-19" not in {r.partition_key for r in daily}
-    cumulative = [r for r in requests if set(r.asset_selection) == set(CUMULATIVE_KEYS)]
+    cumulative = [r for r in requests if set(r.asset_selection) == set(RANGE_KEYS)]
     assert len(cumulative) == 1
     assert cumulative[0].tags["dagster/asset_partition_range_start"] == "2024-02-01"
     assert cumulative[0].tags["dagster/asset_partition_range_end"] == "2024-02-29"
