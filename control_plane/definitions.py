@@ -6,12 +6,12 @@ from typing import Mapping
 
 from dagster import Definitions, in_process_executor
 
-from control_plane import checks, dimensions, exports, maintenance
-from control_plane.defs import alerts, gold, retention, streaming
+from control_plane import checks, exports
+from control_plane.defs import alerts, dimensions, gold, retention, streaming, table_care
 from control_plane.resources import resources_from_env
 
 # One package or module per domain, each exporting ``defs: Definitions``.
-_DOMAINS = (streaming, gold, checks, dimensions, maintenance, alerts, exports, retention)
+_DOMAINS = (streaming, gold, checks, dimensions, table_care, alerts, exports, retention)
 
 
 def build_definitions(resources: Mapping[str, object] | None = None) -> Definitions:

@@ -1,5 +1,5 @@
 """Every external connection of the control plane as a Dagster resource: catalog, Kafka, Pushgateway,
-alert webhook, DuckDB.
+alert webhook, DuckDB, the reference-file folder.
 
 ``resources_from_env()`` binds each field to its environment variable with ``EnvVar`` when the variable is
 set (the UI's Resources page then names the variable), else to the same default ``schemas.settings``
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import duckdb
@@ -61,6 +62,15 @@ class LakeResource(ConfigurableResource):
     def table(self, spec: TableSpec) -> Table:
         """The table of ``spec``, created empty if nothing has written it yet."""
         return ensure_table(self.catalog(), spec)
+
+
+class ReferenceFolder(ConfigurableResource):
+    """Where reference CSV files for the dimensions are dropped. Empty: ``<TICKLAKE_LAKE_DIR>/reference``."""
+
+    path: str = ""
+
+    def folder(self) -> Path:
+        return Path(self.path) if self.path else Settings.from_env().lake_dir / "reference"
 
 
 class KafkaResource(ConfigurableResource):
@@ -145,4 +155,5 @@ def resources_from_env(env: Mapping[str, str] | None = None) -> dict[str, Config
         "pushgateway": PushgatewayResource(url=_env_or("PROMETHEUS_PUSHGATEWAY_URL", env, "")),
         "alert_webhook": AlertWebhookResource(url=_env_or("ALERT_WEBHOOK_URL", env, "")),
         "duckdb": DuckDBResource(),
+        "reference_folder": ReferenceFolder(),
     }

@@ -23,7 +23,6 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Iterable, Iterator
 from urllib.parse import urlparse
-from zoneinfo import ZoneInfo
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -37,7 +36,8 @@ from pyiceberg.transforms import DayTransform, IdentityTransform
 from pyiceberg.typedef import Record
 from pyiceberg.types import DateType
 
-from schemas.offsets import OFFSETS_PROPERTY, carried_forward_properties
+from schemas.market_time import NEW_YORK
+from schemas.offsets import OFFSETS_PROPERTY, carried_forward_properties, snapshot_ancestry
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,6 @@ MIB = 1024 * 1024
 DEFAULT_TARGET_FILE_BYTES = 128 * MIB
 # Snapshot summary key marking commits made by table care (readers can tell a rewrite from new data).
 MAINTENANCE_PROPERTY = "ticklake.maintenance"
-_NEW_YORK = ZoneInfo("America/New_York")
 _EPOCH = dt.date(1970, 1, 1)
 
 
@@ -166,7 +165,7 @@ def _today(today: dt.date | None) -> int:
     """Days since epoch of the earliest "today" in use (UTC for ingestion days, New York for trading days)."""
     if today is None:
         now = dt.datetime.now(dt.timezone.utc)
-        today = min(now.date(), now.astimezone(_NEW_YORK).date())
+        today = min(now.date(), now.astimezone(NEW_YORK).date())
     return (today - _EPOCH).days
 
 
@@ -270,14 +269,10 @@ def _single_attempt(table: Table) -> Table:
 def _ancestors_since(table: Table, base_snapshot_id: int) -> list[Snapshot] | None:
     """Snapshots committed after ``base`` on the current branch, newest first; None if base is not an ancestor."""
     out = []
-    snapshot = table.current_snapshot()
-    while snapshot is not None:
+    for snapshot in snapshot_ancestry(table):
         if snapshot.snapshot_id == base_snapshot_id:
             return out
         out.append(snapshot)
-        if snapshot.parent_snapshot_id is None:
-            return None
-        snapshot = table.snapshot_by_id(snapshot.parent_snapshot_id)
     return None
 
 
@@ -395,13 +390,9 @@ class ExpiryOutcome:
 
 def ledger_snapshot_id(table: Table) -> int | None:
     """The snapshot the workers read offsets from (newest ancestor recording them); expiry keeps it."""
-    snapshot = table.current_snapshot()
-    while snapshot is not None:
+    for snapshot in snapshot_ancestry(table):
         if snapshot.summary is not None and snapshot.summary.get(OFFSETS_PROPERTY) is not None:
             return snapshot.snapshot_id
-        if snapshot.parent_snapshot_id is None:
-            return None
-        snapshot = table.snapshot_by_id(snapshot.parent_snapshot_id)
     return None
 
 

@@ -25,8 +25,12 @@ def test_sqlite_by_default_with_queue_limits_and_run_retries(tmp_path: Path, mon
         assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
         queue = instance.get_concurrency_config().run_queue_config
         assert queue.max_concurrent_runs == 3
-        limits = {(limit["key"], limit.get("value")): limit["limit"] for limit in queue.tag_concurrency_limits}
-        assert limits == {("dagster/backfill", None): 1, ("ticklake/layer", "gold"): 2}
+        limits = {(limit["key"], str(limit.get("value"))): limit["limit"] for limit in queue.tag_concurrency_limits}
+        assert limits == {
+            ("dagster/backfill", "None"): 1,
+            ("ticklake/layer", "gold"): 2,
+            ("ticklake/serial", str({"applyLimitPerUniqueValue": True})): 1,  # cumulative rebuilds one at a time
+        }
         assert instance.run_retries_enabled and instance.run_retries_max_retries == 1
         assert instance.get_concurrency_config().pool_config.default_pool_limit == 2
 
@@ -80,6 +84,16 @@ def test_retry_policies_per_layer() -> None:
 
     for gold in (daily_trading_summary, trader_performance_and_positions):
         assert (gold.op.retry_policy.max_retries, gold.op.retry_policy.delay) == (2, 120)
-    for silver_side in (trader_activity.op, *(c.node_def for c in SILVER_CHECKS)):
+    from control_plane.defs.dimensions.assets import DIMENSION_ASSETS, dim_time
+    from control_plane.defs.retention import prune_dagster_history
+    from control_plane.defs.table_care.jobs import compact_small_files, delete_orphan_files, expire_old_snapshots
+
+    for gold in (daily_trading_summary, trader_performance_and_positions):
+        assert (gold.op.retry_policy.backoff, gold.op.retry_policy.jitter) == (Backoff.EXPONENTIAL, Jitter.PLUS_MINUS)
+    silver_class = (
+        trader_activity.op, *(c.node_def for c in SILVER_CHECKS), *(a.op for a in DIMENSION_ASSETS), dim_time.op,
+        compact_small_files, expire_old_snapshots, delete_orphan_files, prune_dagster_history,
+    )
+    for silver_side in silver_class:
         policy = silver_side.retry_policy
         assert (policy.max_retries, policy.delay, policy.backoff, policy.jitter) == (3, 60, Backoff.EXPONENTIAL, Jitter.PLUS_MINUS)

@@ -10,16 +10,10 @@ import pytest
 from dagster import DagsterInstance, build_sensor_context, materialize
 from pyiceberg.table import Table
 
-from control_plane import dimensions
-from control_plane.dimensions import (
-    DIMENSION_ASSETS,
-    ReferenceFolder,
-    dim_time,
-    enrich_as_of,
-    reference_files_sensor,
-    weekly_dimension_refresh,
-)
-from control_plane.resources import LakeResource
+from control_plane.defs.dimensions import assets as dimensions
+from control_plane.defs.dimensions.assets import DIMENSION_ASSETS, dim_time, reference_files_sensor, weekly_dimension_refresh
+from control_plane.defs.dimensions.enrich import enrich_as_of
+from control_plane.resources import LakeResource, ReferenceFolder
 from load_tests.reference_data import ReferenceConfig, reference_versions, write_csv, write_reference_files
 from schemas.catalog import open_catalog
 from schemas.settings import Settings
@@ -84,6 +78,8 @@ def test_a_bad_file_is_rejected_whole_and_earlier_files_still_apply(lake: dict) 
     assert not result.success
     failure = result.failure_data_for_node("dim__symbol").user_failure_data
     assert "symbols_v0002_2024-01-31.csv: line 7 has no symbol" in failure.description
+    # A rejected file fails the same way every time: the dimension retry policy must not retry it.
+    assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
     table = load(lake, DIM_SYMBOL.name).scan().to_arrow()
     assert table.num_rows == 12 and "Changed" not in table.column("sector").to_pylist()  # only v1 is in
 

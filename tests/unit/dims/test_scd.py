@@ -7,7 +7,7 @@ import datetime as dt
 import pyarrow as pa
 import pytest
 
-from control_plane.scd import RejectedReferenceFile, as_of_join, conform_reference, merge_reference
+from control_plane.defs.dimensions.scd import RejectedReferenceFile, as_of_join, conform_reference, merge_reference
 from schemas.tables.dims import ACCOUNTS, EXCHANGES, OPEN_END, SYMBOLS, TRADERS, ReferenceDimension
 
 D1, D2, D3, D4 = dt.date(2024, 1, 1), dt.date(2024, 2, 1), dt.date(2024, 3, 1), dt.date(2024, 4, 1)

@@ -8,7 +8,7 @@ import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from control_plane.scd import as_of_join, conform_reference, merge_reference
+from control_plane.defs.dimensions.scd import as_of_join, conform_reference, merge_reference
 from schemas.tables.dims import OPEN_END, TRADERS
 
 KEYS = ["TR0001", "TR0002", "TR0003"]

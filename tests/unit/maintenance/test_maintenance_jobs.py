@@ -8,13 +8,13 @@ import pyarrow as pa
 import pytest
 from dagster import Definitions
 
-from control_plane.maintenance import (
+from control_plane.defs.table_care.jobs import (
     MAINTENANCE_SCHEDULES,
     compact_tables,
     expire_table_snapshots,
     remove_orphans,
 )
-from control_plane.resources import LakeResource
+from control_plane.resources import LakeResource, ReferenceFolder
 from schemas.catalog import open_catalog
 from schemas.offsets import OFFSETS_PROPERTY, encode_offsets, recorded_offsets
 from schemas.settings import Settings
@@ -69,7 +69,7 @@ def test_orphan_job_dry_run_deletes_nothing(lake) -> None:
 
 
 def test_schedules_and_definitions_load_together() -> None:
-    from control_plane import dimensions, maintenance
+    from control_plane.defs import dimensions, table_care
 
     crons = {s.name: s.cron_schedule for s in MAINTENANCE_SCHEDULES}
     assert crons == {
@@ -77,6 +77,8 @@ def test_schedules_and_definitions_load_together() -> None:
         "compact_tables_schedule": "20 * * * *",
         "remove_orphans_schedule": "30 3 * * *",
     }
-    defs = Definitions.merge(dimensions.defs, maintenance.defs, Definitions(resources={"lake": LakeResource()}))
+    defs = Definitions.merge(
+        dimensions.defs, table_care.defs, Definitions(resources={"lake": LakeResource(), "reference_folder": ReferenceFolder()})
+    )
     repo = defs.get_repository_def()
     assert {"compact_tables", "expire_table_snapshots", "remove_orphans", "refresh_dimensions"} <= set(repo.job_names)

@@ -14,6 +14,7 @@ import exchange_calendars as xcals
 import pandas as pd
 import pyarrow as pa
 
+from schemas.market_time import EXCHANGE
 from schemas.tables.dims import DIM_TIME
 
 DEFAULT_START = dt.date(2020, 1, 1)
@@ -39,11 +40,12 @@ def fiscal_period(day: dt.date, start_month: int = DEFAULT_FISCAL_START_MONTH) -
 def build_time_dimension(
     start: dt.date = DEFAULT_START,
     end: dt.date = DEFAULT_END,
-    exchange: str = "XNYS",
+    exchange: str = EXCHANGE,
     fiscal_start_month: int = DEFAULT_FISCAL_START_MONTH,
 ) -> pa.Table:
     """Every day in ``[start, end]`` as a ``dim.time`` row; session fields are null on non-trading days."""
-    # Load a margin either side so previous/next trading day are known at the range edges.
+    # Its own instance of the exchange's calendar (schemas.market_time's covers the default window only):
+    # the range plus a margin either side, so previous/next trading day are known at the edges.
     calendar = xcals.get_calendar(
         exchange, start=pd.Timestamp(start - dt.timedelta(days=14)), end=pd.Timestamp(end + dt.timedelta(days=14))
     )

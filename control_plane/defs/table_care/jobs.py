@@ -1,4 +1,4 @@
-"""Maintenance jobs: keep every table fast while the stream workers keep committing to bronze and silver.
+"""Table care jobs: keep every table fast while the stream workers keep committing to bronze and silver.
 
 Three jobs over the ``bronze``, ``silver``, ``gold`` and ``dim`` namespaces, each built on
 ``control_plane.table_care`` and each reporting files, bytes and snapshots before/after per table:
@@ -28,6 +28,7 @@ from dagster import (
 from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 
+from control_plane.layers import MAINTENANCE_RETRY
 from control_plane.resources import LakeResource
 from control_plane.table_care import (
     MIB,
@@ -38,8 +39,8 @@ from control_plane.table_care import (
     remove_orphan_files,
     table_health,
 )
+from schemas.market_time import NEW_YORK_TZ
 
-NEW_YORK_TZ = "America/New_York"
 MAINTENANCE_POOL = "ticklake_maintenance"  # one maintenance op at a time (dagster.yaml pool limit)
 DEFAULT_NAMESPACES = ["bronze", "silver", "gold", "dim"]
 
@@ -135,7 +136,11 @@ def care_for_tables(
     return Output(outcomes, metadata={**_report(before, after, notes), "outcomes": MetadataValue.json(outcomes)})
 
 
-@op(pool=MAINTENANCE_POOL, description="Rewrite small files into files near the target size, closed days first.")
+@op(
+    pool=MAINTENANCE_POOL,
+    retry_policy=MAINTENANCE_RETRY,
+    description="Rewrite small files into files near the target size, closed days first.",
+)
 def compact_small_files(context: OpExecutionContext, config: CompactionConfig, lake: LakeResource) -> Output:
     policy = config.policy()
 
@@ -151,7 +156,11 @@ def compact_small_files(context: OpExecutionContext, config: CompactionConfig, l
     return care_for_tables(context, lake, config, compact, policy.small_file_bytes)
 
 
-@op(pool=MAINTENANCE_POOL, description="Expire old snapshots (keeping a window, a count and the ledger snapshot).")
+@op(
+    pool=MAINTENANCE_POOL,
+    retry_policy=MAINTENANCE_RETRY,
+    description="Expire old snapshots (keeping a window, a count and the ledger snapshot).",
+)
 def expire_old_snapshots(context: OpExecutionContext, config: ExpiryConfig, lake: LakeResource) -> Output:
     retain = config.retain_last if config.retain_last is not None else lake.settings().keep_snapshots
     window = dt.timedelta(minutes=config.older_than_minutes)
@@ -163,7 +172,11 @@ def expire_old_snapshots(context: OpExecutionContext, config: ExpiryConfig, lake
     return care_for_tables(context, lake, config, expire)
 
 
-@op(pool=MAINTENANCE_POOL, description="Delete files no snapshot references that are older than the threshold.")
+@op(
+    pool=MAINTENANCE_POOL,
+    retry_policy=MAINTENANCE_RETRY,
+    description="Delete files no snapshot references that are older than the threshold.",
+)
 def delete_orphan_files(context: OpExecutionContext, config: OrphanConfig, lake: LakeResource) -> Output:
     age = dt.timedelta(hours=config.older_than_hours)
 

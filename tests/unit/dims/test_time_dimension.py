@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from control_plane.calendar import build_time_dimension, date_key, fiscal_period
+from control_plane.defs.dimensions.time_dimension import build_time_dimension, date_key, fiscal_period
 from schemas.tables.dims import DIM_TIME
 
 
