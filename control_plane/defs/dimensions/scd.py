@@ -3,7 +3,7 @@
 ``conform_reference`` checks a file against its feed contract before anything is merged, so a bad file is
 rejected whole. ``merge_reference`` applies SCD1 (overwrite), SCD2 (versions with [valid_from, valid_to))
 or SCD3 (current + previous value). ``as_of_join`` enriches facts with the dimension version valid on
-their trading day. No I/O here: the Dagster assets in ``control_plane.dimensions`` read and write.
+their trading day. No I/O here: the Dagster assets in ``control_plane.defs.dimensions`` read and write.
 """
 
 from __future__ import annotations
