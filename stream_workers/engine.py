@@ -130,6 +130,7 @@ class StreamWorker:
         self._next: dict[tuple[str, int], int] = {}
         self._halted: dict[tuple[str, int], str] = {}
         self._halted_check_due = 0.0
+        self._generation = 0  # bumped by every rebalance callback (see run)
         self._paused_until: dict[str, float] = {}  # topics recovering from a failed batch -> when to re-read
         self._failures: dict[str, int] = {}  # topic -> consecutive failed batches (reset by a commit)
         self._flusher = _Flusher(lambda topic, buf, span: self.sinks[topic].commit_batch(buf, span))
@@ -164,7 +165,13 @@ class StreamWorker:
                 self._collect()
                 self._resume_recovered()
                 self._recheck_halted()
+                generation = self._generation
                 batch = self.consumer.consume(num_messages=CONSUME_BATCH, timeout=0.2)
+                if generation != self._generation:
+                    # A rebalance ran inside this consume(): the batch may mix messages fetched for the old
+                    # assignment with the new one's. Drop it all and read the new assignment from its start.
+                    batch = []
+                    self._reposition(self._assigned_positions())
                 now = time.monotonic()
                 for msg in batch:
                     err = msg.error()
@@ -226,7 +233,12 @@ class StreamWorker:
             return
         ends: dict[int, int] = {}
         for p, o in zip(buf.partitions, buf.offsets):
-            ends[p] = o + 1  # offsets ascend per partition
+            start = self._cursor.get((topic, p))
+            if o < ends.get(p, -1) or (start is not None and o < start):
+                # Never commit a span the messages do not fill: treat it as a failed batch and re-read.
+                self._fail(topic, RuntimeError(f"{topic}[{p}]: offset {o} delivered out of order (cursor {start})"))
+                return
+            ends[p] = o + 1
         span: dict[int, tuple[int | None, int]] = {}
         for p, end in ends.items():
             span[p] = (self._cursor.get((topic, p)), end)
@@ -493,7 +505,22 @@ class StreamWorker:
 
     # -- rebalance callbacks ---------------------------------------------------------------
 
+    def _assigned_positions(self) -> list[TopicPartition]:
+        """Every partition this worker consumes, at the offset its buffer begins (its cursor)."""
+        out = []
+        for tp in self.consumer.assignment():
+            key = (tp.topic, tp.partition)
+            if key in self._halted or key not in self._cursor:
+                continue
+            cursor = self._cursor[key]
+            out.append(TopicPartition(tp.topic, tp.partition, OFFSET_BEGINNING if cursor is None else cursor))
+            self._next.pop(key, None)
+            if cursor is not None:
+                self._next[key] = cursor
+        return out
+
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._generation += 1
         self._flusher.drain()  # positions are read below: nothing may be committing meanwhile
         self._collect()
         by_topic: dict[str, list[int]] = {}
@@ -517,6 +544,7 @@ class StreamWorker:
                 self._pause(topic)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._generation += 1
         by_topic: dict[str, set[int]] = {}
         for tp in partitions:
             by_topic.setdefault(tp.topic, set()).add(tp.partition)

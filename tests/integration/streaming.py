@@ -198,15 +198,28 @@ def produce_trade_transactions(bootstrap: str, transactions: int, per_transactio
 BRONZE_TABLES = {"raw.trades": "bronze.raw_trades", "raw.orderbook": "bronze.raw_orderbook", "raw.marketdata": "bronze.raw_marketdata"}
 
 
+def _coverage(rows: pa.Table) -> str:
+    """Per partition: rows, offsets missing below the largest one, offsets present twice (for failure messages)."""
+    out = []
+    for p in sorted(set(rows["kafka_partition"].to_pylist())):
+        offsets = rows.filter(pc.equal(rows["kafka_partition"], p))["kafka_offset"].to_pylist()
+        present = set(offsets)
+        missing = [o for o in range(max(present) + 1) if o not in present]
+        twice = len(offsets) - len(present)
+        span = f"{missing[0]}..{missing[-1]}" if missing else ""
+        out.append(f"p{p}: {len(offsets)} rows, {len(missing)} missing {span}, {twice} twice")
+    return "; ".join(out)
+
+
 def assert_bronze_exact(settings: Settings, summary: Any, partitions: int = 6) -> None:
     dead = read(settings, "bronze.dead_letters", ("source_topic", "kafka_partition", "kafka_offset"))
     for topic, table in BRONZE_TABLES.items():
         rows = read(settings, table, ("kafka_partition", "kafka_offset"))
         dead_here = dead.filter(pc.equal(dead["source_topic"], topic))
-        assert rows.num_rows + dead_here.num_rows == summary.produced[topic], topic
-        assert dead_here.num_rows == summary.bad[topic], topic
         both = pa.concat_tables([rows, dead_here.select(["kafka_partition", "kafka_offset"])])
-        assert duplicate_coordinates(both) == 0, topic
+        assert rows.num_rows + dead_here.num_rows == summary.produced[topic], f"{topic}: {_coverage(both)}"
+        assert dead_here.num_rows == summary.bad[topic], topic
+        assert duplicate_coordinates(both) == 0, f"{topic}: {_coverage(both)}"
         assert len(pc.unique(rows["kafka_partition"])) == partitions, f"{topic}: every partition carries data"
 
 

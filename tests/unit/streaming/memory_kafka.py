@@ -49,12 +49,14 @@ class MemoryConsumer:
         self.paused: set[tuple[str, int]] = set()
         self.committed: dict[tuple[str, int], int] = {}
         self._on_assign: Callable[..., Any] | None = None
+        self._on_revoke: Callable[..., Any] | None = None
         self._assigned = False
         self.closed = False
 
     def subscribe(self, topics: list[str], on_assign: Callable[..., Any], on_revoke: Callable[..., Any]) -> None:
         self.topics = topics
         self._on_assign = on_assign
+        self._on_revoke = on_revoke
 
     def assign(self, tps: list[TopicPartition]) -> None:
         for tp in tps:

@@ -21,7 +21,9 @@ from simulator.market import GeneratorConfig, generate
 from stream_workers import engine
 from stream_workers.ledger import LedgerTable
 from stream_workers.engine import StreamWorker
-from tests.unit.streaming.memory_kafka import ConfirmingProducer, MemoryConsumer
+from confluent_kafka import TopicPartition
+
+from tests.unit.streaming.memory_kafka import ConfirmingProducer, MemoryConsumer, MemoryMessage
 
 PARTITIONS = 3
 
@@ -114,3 +116,30 @@ def test_retention_past_the_recorded_offset_halts_instead_of_skipping(settings) 
     _run_until(worker, lambda: (RAW_TRADES, 1) in worker.halted() and 0 in _ends(settings, BRONZE_TRADES))
     assert "retention deleted 5 unread messages" in worker.halted()[(RAW_TRADES, 1)]
     assert _ends(settings, BRONZE_TRADES)[1] == 2
+
+
+class RebalanceInsideConsume(MemoryConsumer):
+    """librdkafka serves rebalance callbacks inside ``consume()``: one call can return messages fetched for
+    the previous assignment (here offsets 50.. of every partition) together with the new one's."""
+
+    def consume(self, num_messages: int = 1, timeout: float = 0) -> list[MemoryMessage]:
+        if self._assigned:
+            return super().consume(num_messages, timeout)
+        self._assigned = True
+        everything = [TopicPartition(t, p) for (t, p) in self.log]
+        assert self._on_assign is not None and self._on_revoke is not None
+        self._on_assign(self, everything)
+        stale = [MemoryMessage(t, p, o, self.log[(t, p)][o]) for (t, p) in self.log for o in range(50, 60)]
+        self._on_revoke(self, everything)
+        self._on_assign(self, everything)
+        return stale + super().consume(num_messages, timeout)
+
+
+def test_messages_fetched_before_a_rebalance_never_start_a_batch(settings) -> None:  # type: ignore[no-untyped-def]
+    log = _log(600)
+    worker = StreamWorker(settings, topics=(RAW_TRADES,), consumer=RebalanceInsideConsume(log), dlq_producer=ConfirmingProducer())
+    want = {p: len(log[(RAW_TRADES, p)]) for p in range(PARTITIONS)}
+    _run_until(worker, lambda: _ends(settings, BRONZE_TRADES) == want)
+    bronze = open_catalog(settings).load_table(BRONZE_TRADES.name).scan(selected_fields=("kafka_partition", "kafka_offset")).to_arrow()
+    got = sorted(zip(bronze["kafka_partition"].to_pylist(), bronze["kafka_offset"].to_pylist()))
+    assert got == sorted((p, o) for p in range(PARTITIONS) for o in range(want[p])), "every offset exactly once"
