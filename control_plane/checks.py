@@ -25,7 +25,7 @@ from dagster import (
 
 from control_plane.lake_io import as_day, days_present, read_day
 from control_plane.layers import SILVER_POOL, SILVER_RETRY, asset_key
-from control_plane.resources import LakeResource
+from control_plane.resources import DuckDBResource, LakeResource
 from schemas.tables.silver import SILVER_MARKET_DATA, SILVER_ORDERBOOK, SILVER_TRADES
 from schemas.tables.spec import TableSpec
 
@@ -91,10 +91,14 @@ def run_days(tags: Mapping[str, str]) -> list[dt.date] | None:
     return None
 
 
-def count_violations(rows: pa.Table, rule: Rule) -> int:
-    con = duckdb.connect()
+def count_violations(rows: pa.Table, rule: Rule, con: duckdb.DuckDBPyConnection | None = None) -> int:
+    con = con or duckdb.connect()
     con.register("t", rows)
-    return int(con.execute(rule.violations_sql).fetchone()[0] or 0)
+    try:
+        ((count,),) = con.execute(rule.violations_sql).fetchall()  # fetch it all: the connection is reused
+        return int(count or 0)
+    finally:
+        con.unregister("t")
 
 
 def silver_day_checks(table_rules: TableRules) -> AssetChecksDefinition:
@@ -110,8 +114,9 @@ def silver_day_checks(table_rules: TableRules) -> AssetChecksDefinition:
         retry_policy=SILVER_RETRY,
         pool=SILVER_POOL,
     )
-    def _check(context: AssetCheckExecutionContext, lake: LakeResource) -> Iterator[AssetCheckResult]:
+    def _check(context: AssetCheckExecutionContext, lake: LakeResource, duckdb: DuckDBResource) -> Iterator[AssetCheckResult]:
         table = lake.table(spec)
+        con = duckdb.connect()
         days = run_days(context.run.tags)
         if days is None:
             present = days_present(table)
@@ -120,7 +125,7 @@ def silver_day_checks(table_rules: TableRules) -> AssetChecksDefinition:
         per_day: dict[str, dict[str, int]] = {}
         for day in days:
             rows = read_day(table, day, columns)
-            found = {rule.name: count_violations(rows, rule) for rule in rules}
+            found = {rule.name: count_violations(rows, rule, con) for rule in rules}
             per_day[day.isoformat()] = found
             for name, n in found.items():
                 violations[name] += n

@@ -1,7 +1,11 @@
-"""End to end: the Dagster webserver and daemon start on a small lake and the asset graph renders in Chromium.
+"""End to end: the Dagster webserver and daemon on a small lake, looked at in headless Chromium.
 
-Screenshots land in ``reports/e2e/`` (override with TICKLAKE_E2E_REPORTS). Needs the Debian ``chromium``
-package (deploy/apt-packages.txt); skipped when it is not installed.
+One gold session is built before the servers start (``dagster asset materialize``, as the README says);
+the daemon's observation sensor then records the streaming tables without runs, and a silver commit
+made meanwhile shows as a second point of silver.trades' observation history. Screenshots land in
+``reports/e2e/`` (override with TICKLAKE_E2E_REPORTS): the bronze -> silver -> gold lineage graph, the
+gold partitions page (NYSE sessions only), silver.trades' checks (freshness from the sensor) and its
+observation history. Needs the Debian ``chromium`` package (deploy/apt-packages.txt).
 """
 
 from __future__ import annotations
@@ -72,6 +76,12 @@ def dagster_ui(tmp_path: Path) -> Iterator[str]:
         [sys.executable, "-m", "control_plane.home"], env=env, cwd=REPO, check=True, capture_output=True, text=True
     ).stdout.strip()
     env["DAGSTER_HOME"] = home
+    # One gold session, built the way an operator builds a day without the daemon.
+    subprocess.run(
+        [str(BIN / "dagster"), "asset", "materialize", "-m", "control_plane.definitions",
+         "--select", "tag:layer=gold", "--partition", g.DAY1.isoformat()],
+        env=env, cwd=REPO, check=True, capture_output=True, text=True, timeout=600,
+    )
     port = free_port()
     logs = tmp_path / "logs"
     logs.mkdir()
@@ -92,7 +102,7 @@ def dagster_ui(tmp_path: Path) -> Iterator[str]:
             lambda: len(graphql(url, '{ assetNodes { assetKey { path } } }')["assetNodes"]) >= 11,
             180,
         )
-        yield url
+        yield url, lake
     finally:
         for process in processes:
             if process.poll() is None:
@@ -113,7 +123,8 @@ def chromium(*args: str, profile: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="needs the Debian chromium package")
-def test_asset_graph_renders_in_headless_chromium(dagster_ui: str, tmp_path: Path) -> None:
+def test_asset_graph_renders_in_headless_chromium(dagster_ui: tuple[str, object], tmp_path: Path) -> None:
+    dagster_ui, lake = dagster_ui
     reports = Path(os.environ.get("TICKLAKE_E2E_REPORTS", REPO / "reports" / "e2e"))
     reports.mkdir(parents=True, exist_ok=True)
     # The webserver greets a first local visitor with a newsletter dialog; mark it seen, as a user would.
@@ -126,8 +137,28 @@ def test_asset_graph_renders_in_headless_chromium(dagster_ui: str, tmp_path: Pat
     for name in GOLD_ASSETS:
         assert name in dom, f"{name} missing from the rendered gold asset graph"
 
-    for page, shot in ((gold_page, "dagster_gold_asset_graph.png"), (f"{dagster_ui}/asset-groups", "dagster_asset_lineage.png")):
+    # The sensor records silver.trades without a run; a commit made now is the next point of its history.
+    first = wait_for("first observation of silver.trades", lambda: observations(dagster_ui), 240)
+    append(lake, SILVER_TRADES, g.silver_trades(day=g.DAY2))
+    wait_for("observation of the new silver commit", lambda: len(observations(dagster_ui)) > len(first), 240)
+    runs = graphql(dagster_ui, "{ runsOrError { ... on Runs { results { jobName } } } }")["runsOrError"]["results"]
+    assert [r for r in runs if r["jobName"] != "__ASSET_JOB"] == [], "observing the streaming tables launched runs"
+
+    pages = {
+        "dagster_gold_asset_graph.png": gold_page,
+        "dagster_asset_lineage.png": f"{dagster_ui}/asset-groups",
+        "dagster_gold_partitions.png": f"{dagster_ui}/assets/gold/daily_trading_summary?view=partitions",
+        "dagster_silver_trades_checks.png": f"{dagster_ui}/assets/silver/trades?view=checks",
+        "dagster_silver_trades_observations.png": f"{dagster_ui}/assets/silver/trades?view=events",
+    }
+    for shot, page in pages.items():
         target = reports / shot
         target.unlink(missing_ok=True)
         result = chromium(f"--screenshot={target}", page, profile=tmp_path / f"chrome-{shot}")
         assert target.exists() and target.stat().st_size > 20_000, result.stderr[-2000:]
+
+
+def observations(url: str) -> list[dict]:
+    """silver.trades' observations recorded so far (newest first)."""
+    query = '{ assetOrError(assetKey: {path: ["silver", "trades"]}) { ... on Asset { assetObservations(limit: 20) { timestamp } } } }'
+    return graphql(url, query)["assetOrError"]["assetObservations"]
