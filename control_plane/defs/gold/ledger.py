@@ -36,9 +36,8 @@ SEED_COLUMNS: tuple[str, ...] = (
 QUANTITY_DECIMALS = 9
 WIN_EPSILON = 1e-6
 
-# The one ordering of the pass: per trader, carried positions first, then trades by time (trade_id, then
-# symbol, break ties). Each (trader, symbol) sub-sequence is then in time order as well.
-_ORDERED_SQL = """
+# The rows of the pass: carried positions and trades with signed quantities (ordered by ``_pass_order``).
+_LEGS_SQL = """
 WITH legs AS (
     SELECT trader_id, symbol, FALSE AS is_trade, NULL::TIMESTAMPTZ AS trade_timestamp, '' AS trade_id,
            FALSE AS today, avg_entry_price AS price, net_quantity AS signed_qty,
@@ -49,9 +48,7 @@ WITH legs AS (
            coalesce(price, 0), CASE WHEN upper(side) = 'SELL' THEN -coalesce(quantity, 0) ELSE coalesce(quantity, 0) END, 0
     FROM trades
 )
-SELECT trader_id, symbol, is_trade, today, price, signed_qty, trip_realized
-FROM legs
-ORDER BY trader_id, is_trade, trade_timestamp, trade_id, symbol
+SELECT * FROM legs
 """
 
 _LAST_PRICES_SQL = """
@@ -192,15 +189,36 @@ def _codes(values: pa.Array) -> tuple[np.ndarray, pa.Array]:
     return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64), encoded.dictionary
 
 
-def _trader_runs(values: pa.Array) -> tuple[np.ndarray, pa.Array]:
-    """For rows grouped by trader: each row's trader index (0, 1, ... in row order) and the traders."""
-    if len(values) == 0:
-        return np.zeros(0, np.int64), values
-    before, after = values.slice(0, len(values) - 1), values.slice(1)
-    # NULL = NULL is NULL in Arrow: a change is then a change of null-ness.
-    changed = pc.fill_null(pc.not_equal(after, before), pc.not_equal(pc.is_null(after), pc.is_null(before)))
-    starts = np.concatenate([[True], changed.to_numpy(zero_copy_only=False)])
-    return np.cumsum(starts).astype(np.int64) - 1, values.filter(pa.array(starts))
+def _pass_order(trader_of: np.ndarray, legs: pa.Table) -> np.ndarray:
+    """The one ordering of the pass: per trader, carried positions first, then trades by time, trade_id
+    then symbol breaking ties. Each (trader, symbol) sub-sequence is then in time order as well.
+
+    Sorted on integers (trader code, is_trade, microseconds); only rows tied on those are sorted again
+    by their strings, which keeps a 5M-trade day off a string sort.
+    """
+    is_trade = legs.column("is_trade").to_numpy(zero_copy_only=False)
+    micros = pc.fill_null(legs.column("trade_timestamp").cast(pa.int64()), np.iinfo(np.int64).min).to_numpy()
+    order = np.lexsort((micros, is_trade, trader_of))
+    if len(order) < 2:
+        return order
+    keys = (trader_of[order], is_trade[order], micros[order])
+    same_as_previous = np.ones(len(order) - 1, dtype=bool)
+    for key in keys:
+        same_as_previous &= key[1:] == key[:-1]
+    if not same_as_previous.any():
+        return order
+    tied = np.zeros(len(order), dtype=bool)
+    tied[1:] |= same_as_previous
+    tied[:-1] |= same_as_previous
+    positions = np.flatnonzero(tied)
+    rows = order[positions]
+    subset = pa.table({
+        "trader": trader_of[rows], "is_trade": is_trade[rows], "micros": micros[rows],
+        "trade_id": legs.column("trade_id").take(pa.array(rows)), "symbol": legs.column("symbol").take(pa.array(rows)),
+    })
+    resorted = pc.sort_indices(subset, sort_keys=[(c, "ascending") for c in subset.column_names]).to_numpy()
+    order[positions] = rows[resorted]
+    return order
 
 
 def average_cost_day(trades: pa.Table, seed: pa.Table, day: str) -> AverageCostDay:
@@ -219,17 +237,19 @@ def average_cost_day(trades: pa.Table, seed: pa.Table, day: str) -> AverageCostD
 
 def average_cost_day_on(con: duckdb.DuckDBPyConnection, day: str) -> AverageCostDay:
     """The replay over the relations ``trades`` and ``seed`` of ``con`` (Arrow or Parquet)."""
-    legs = con.sql(_ORDERED_SQL, params={"day": day}).to_arrow_table()
-    trader_of, trader_names = _trader_runs(legs.column("trader_id").combine_chunks())
-    symbol_of, symbol_names = _codes(legs.column("symbol").combine_chunks())
+    legs = con.sql(_LEGS_SQL, params={"day": day}).to_arrow_table()
+    trader_code, trader_names = _codes(legs.column("trader_id").combine_chunks())
+    symbol_code, symbol_names = _codes(legs.column("symbol").combine_chunks())
+    order = _pass_order(trader_code, legs)
+
+    def ordered(column: str, dtype: type = np.float64) -> np.ndarray:
+        return legs.column(column).to_numpy().astype(dtype, copy=False)[order]
+
     (trades_today, volume, notional, realized, trips, wins, drawdown,
      pos_trader, pos_symbol, pos_qty, pos_cost, pos_trip) = _replay(
-        trader_of, symbol_of, len(trader_names), len(symbol_names),
-        legs.column("is_trade").to_numpy(zero_copy_only=False),
-        legs.column("today").to_numpy(zero_copy_only=False),
-        legs.column("signed_qty").to_numpy(zero_copy_only=False).astype(np.float64),
-        legs.column("price").to_numpy(zero_copy_only=False).astype(np.float64),
-        legs.column("trip_realized").to_numpy(zero_copy_only=False).astype(np.float64),
+        trader_code[order], symbol_code[order], len(trader_names), len(symbol_names),
+        ordered("is_trade", np.bool_), ordered("today", np.bool_),
+        ordered("signed_qty"), ordered("price"), ordered("trip_realized"),
     )
     return AverageCostDay(
         performance=_performance(day, trader_names, trades_today, volume, notional, realized, trips, wins, drawdown),
@@ -253,7 +273,7 @@ def _performance(day: str, traders: pa.Array, trades_today: np.ndarray, volume: 
         "win_rate": pa.array(win_rate[active], from_pandas=True),
         "max_drawdown": drawdown[active],
     }
-    return pa.table(columns).cast(TRADER_PERFORMANCE.columns)
+    return pa.table(columns).cast(TRADER_PERFORMANCE.columns).sort_by("trader_id")
 
 
 def _positions(con: duckdb.DuckDBPyConnection, day: str, traders: pa.Array, symbols: pa.Array,
@@ -273,5 +293,4 @@ def _positions(con: duckdb.DuckDBPyConnection, day: str, traders: pa.Array, symb
         "unrealized_pnl": (last_price - pos_cost) * pos_qty,
         "open_trip_realized_pnl": pos_trip,
     }).cast(PORTFOLIO_POSITIONS.columns)
-    # Already grouped by trader in trader_id order; symbols within a trader follow first appearance.
     return rows.sort_by([("trader_id", "ascending"), ("symbol", "ascending")])
