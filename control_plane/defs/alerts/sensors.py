@@ -69,6 +69,8 @@ def _run_seconds(instance: DagsterInstance, run_id: str) -> float:
     name="alert_on_run_failure",
     default_status=DefaultSensorStatus.RUNNING,
     monitor_all_code_locations=True,
+    # Every evaluation costs the code server an instance load; a failure alert within a minute is enough.
+    minimum_interval_seconds=60,
     description="For every failed run: push last_run_success=0 for its unbuilt assets, count it in "
     "ticklake_dagster_run_failures_total, post it to ALERT_WEBHOOK_URL (if set). Outages are logged, never raised.",
 )

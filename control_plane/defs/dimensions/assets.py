@@ -116,7 +116,9 @@ weekly_dimension_refresh = ScheduleDefinition(
 @sensor(
     name="reference_files_sensor",
     job=refresh_dimensions,
-    minimum_interval_seconds=60,
+    # Reference files arrive a few times a day: looking every 5 minutes is soon enough, and every
+    # evaluation costs the code server an instance load.
+    minimum_interval_seconds=300,
     default_status=DefaultSensorStatus.RUNNING,
     description="Launch the dimensions whose feed got a new reference file in the reference folder.",
 )

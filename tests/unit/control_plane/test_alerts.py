@@ -158,3 +158,13 @@ def test_without_urls_nothing_is_pushed_or_posted(instance: DagsterInstance) -> 
     alert_on_run_failure(failed_run_context(instance, PushgatewayResource(), AlertWebhookResource()))
     assert runs_failed("half_built") == before + 1
     assert (monitoring_failures("pushgateway"), monitoring_failures("webhook")) == (push_before, hook_before)
+
+
+def test_sensors_look_as_often_as_their_news_needs() -> None:
+    """Each sensor evaluation costs the code server an instance load: an idle daemon stays cheap."""
+    from control_plane.defs.dimensions.assets import reference_files_sensor
+    from control_plane.defs.streaming.sensor import observe_streaming_tables
+
+    assert alert_on_run_failure.minimum_interval_seconds == 60
+    assert observe_streaming_tables.minimum_interval_seconds == 60
+    assert reference_files_sensor.minimum_interval_seconds == 300
