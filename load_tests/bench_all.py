@@ -67,7 +67,10 @@ def _num(value: float | None, fmt: str = ",.0f") -> str:
 
 
 def render(failures: dict[str, str] | None = None) -> str:
-    replay, ingest, peers, gold = (_load(n) for n in ("bench_replay", "bench_ingest", "bench_peers", "bench_gold"))
+    replay, ingest, gold = (_load(n) for n in ("bench_replay", "bench_ingest", "bench_gold"))
+    # bench_peers.json, plus any other run kept beside it (e.g. --defaults --json reports/bench_peers_defaults.json)
+    all_peers = [json.loads(p.read_text()) for p in sorted(REPORTS.glob("bench_peers*.json"))]
+    peers = all_peers[0] if all_peers else None
     out = [
         "# Performance",
         "",
@@ -88,7 +91,7 @@ def render(failures: dict[str, str] | None = None) -> str:
         for r in ingest["runs"]:
             out.append(f"| one worker → {r['pipeline']} | {_num(r['msg_per_s'])} msg/s, {r['of_limit']:.0%} of the bare limit "
                        f"({_num(ingest['bare_limit_msg_per_s'])}) | bronze+silver ≥ 150,000 msg/s and ≥ 80 % |")  # fmt: skip
-    if peers:
+    for peers in all_peers:
         for name, value in peers["ratios"].items():
             target = {"rows per CPU-second": "≥ 4×", "peak RSS": "≤ 1×"}.get(name.split(" ", 1)[1], "") \
                 if name.startswith("ticklake/") else ""
@@ -119,7 +122,7 @@ def render(failures: dict[str, str] | None = None) -> str:
             out.append(f"| worker → {r['pipeline']} | {_num(r['msg_per_s'])} | {r['of_limit']:.0%} | {r['commits']} | "
                        f"{_num(r['p50_commit_s'], '.3f')} s | {_num(r['p99_commit_s'], '.3f')} s |")  # fmt: skip
         out.append("")
-    if peers:
+    for peers in all_peers:
         out += [f"## Against Apache Iceberg's Kafka Connect sink (`{peers['command']}`, {peers['measured_at']})", "",
                 f"{peers['trades']:,} distinct trades pre-filled once (Avro for TickLake, JSON for the sink), each engine",
                 "launched on an empty lake and run until every row is visible: the sink's one table; TickLake's bronze",

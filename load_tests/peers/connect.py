@@ -11,11 +11,13 @@ fresh SQLite file, so they are created first (``create_jdbc_catalog_tables``, th
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import sqlite3
 import subprocess
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from schemas.settings import REPO_ROOT
@@ -28,17 +30,21 @@ DEFAULT_COMMIT_INTERVAL_MS = 300_000  # the sink's own default (IcebergSinkConfi
 
 def fetch_jars(force: bool = False) -> Path:
     """Connect runtime + the Iceberg sink + Hadoop client + SQLite JDBC, copied into ``LIBS`` by Maven."""
-    if LIBS.is_dir() and any(LIBS.glob("iceberg-kafka-connect-*.jar")) and not force:
+    stamp = LIBS / ".pom-sha256"
+    wanted = hashlib.sha256(POM.read_bytes()).hexdigest()
+    if stamp.exists() and stamp.read_text() == wanted and not force:
         return LIBS
     mvn = shutil.which("mvn")
     if mvn is None:
         raise RuntimeError("Maven (mvn) is needed to fetch the Iceberg Kafka Connect jars: apt-get install maven")
-    LIBS.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(LIBS, ignore_errors=True)  # jars of an older pom would stay on the classpath
+    LIBS.mkdir(parents=True)
     done = subprocess.run([mvn, "-q", "-B", "-f", str(POM), "dependency:copy-dependencies", f"-DoutputDirectory={LIBS}"],
                           capture_output=True, text=True)  # fmt: skip
     if done.returncode != 0:
         tail = "\n".join((done.stdout + done.stderr).splitlines()[-15:])
         raise RuntimeError(f"mvn could not fetch the Iceberg Kafka Connect jars (exit {done.returncode}):\n{tail}")
+    stamp.write_text(wanted)
     return LIBS
 
 
@@ -68,6 +74,9 @@ class ConnectSink:
     tasks: int = 2
     commit_interval_ms: int = DEFAULT_COMMIT_INTERVAL_MS
     heap: str = "-Xms256M -Xmx2G"  # what Kafka's connect-standalone.sh sets
+    # Connect commits a sink's consumer offsets in Kafka under the connector's name, and the coordinator reads
+    # the control topic: a run that reused either would start where an earlier run ended.
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
 
     @property
     def catalog_db(self) -> Path:
@@ -79,7 +88,7 @@ class ConnectSink:
 
     @property
     def control_topic(self) -> str:
-        return f"control-iceberg-{self.workdir.name}"
+        return f"control-iceberg-{self.run_id}"
 
     def write_config(self) -> tuple[Path, Path]:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -97,7 +106,7 @@ class ConnectSink:
             "consumer.auto.offset.reset": "earliest",
         }
         sink = {
-            "name": f"iceberg-sink-{self.workdir.name}",
+            "name": f"iceberg-sink-{self.run_id}",
             "connector.class": "org.apache.iceberg.connect.IcebergSinkConnector",
             "tasks.max": str(self.tasks),
             "topics": self.topic,
