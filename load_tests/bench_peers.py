@@ -350,6 +350,14 @@ def ratios(runs: list[RunFigures]) -> dict[str, float]:
             out[f"{tag} rows/s"] = r.rows_per_s / sink.rows_per_s
             out[f"{tag} rows per CPU-second"] = sink.cpu_s_per_million / r.cpu_s_per_million
             out[f"{tag} peak RSS"] = r.peak_rss_mib / sink.peak_rss_mib
+    sink_default = next((r for r in runs if r.engine == "iceberg-sink" and r.commit_interval_s == DEFAULT_COMMIT_INTERVAL_MS / 1000), None)
+    ours_default = next((r for r in runs if r.engine == "ticklake" and r.commit_interval_s == TICKLAKE_DEFAULT_INTERVAL_S), None)
+    if sink_default is not None and ours_default is not None and sink_default.visible_rows and ours_default.visible_rows:
+        tag = "ticklake/iceberg-sink each at its default"
+        out[f"{tag} rows/s"] = ours_default.rows_per_s / sink_default.rows_per_s
+        out[f"{tag} rows per CPU-second"] = sink_default.cpu_s_per_million / ours_default.cpu_s_per_million
+        out[f"{tag} peak RSS"] = ours_default.peak_rss_mib / sink_default.peak_rss_mib
+        out[f"{tag} freshness"] = ours_default.freshness_last_row_s / sink_default.freshness_last_row_s
     batch = [r for r in runs if r.engine == "ticklake"]
     faust = [r for r in runs if r.engine == "faust-path"]
     for b in batch:

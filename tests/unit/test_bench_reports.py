@@ -48,3 +48,10 @@ def test_page_renders_what_exists_and_names_failures(tmp_path: Path, monkeypatch
     assert "| ticklake | 5 s | 1,000,000 | 10.0 | 100,000 | 6.0 | 300 MiB | 10 | 20 | 5.5 s |" in page
     assert "bench_gold failed in this run" in page and "boom" in page
     assert "## Replay" not in page  # no bench_replay.json: no section
+
+
+def test_each_at_its_default_is_compared_too() -> None:
+    runs = [_run("iceberg-sink", 310.0, 40.0, 600.0, interval=300.0), _run("ticklake", 20.0, 8.0, 300.0, interval=2.0)]
+    found = ratios(runs)
+    assert found["ticklake/iceberg-sink each at its default rows/s"] == pytest.approx(15.5)
+    assert found["ticklake/iceberg-sink each at its default rows per CPU-second"] == pytest.approx(5.0)
