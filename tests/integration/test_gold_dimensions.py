@@ -164,3 +164,30 @@ def test_a_broken_scd2_history_blocks_sector_gold(lake, instance) -> None:
     assert evaluation.metadata["overlapping_windows"].value == 1
     assert evaluation.metadata["keys_without_one_current_row"].value == 1
     assert rows_of(lake, SECTOR_DAILY, g.DAY1) == published
+
+
+def test_a_sector_change_rebuilds_sector_gold_from_its_effective_day(lake, instance) -> None:
+    from dagster import build_sensor_context
+
+    from control_plane.defs.gold.sensors import dimension_changes
+    from schemas.tables.dims import REFERENCE_FILE_PROPERTY
+
+    for day in (g.DAY1, g.DAY2):
+        assert build_day(lake, instance, day).success
+    defs = build_definitions({"lake": lake})
+    first = dimension_changes(build_sensor_context(instance=instance, resources={"lake": lake}, definitions=defs))
+    assert not first.run_requests
+    # Reference file v2, effective day 2: NVDA is classified as Semiconductors from then on.
+    nvda = scd2(DIM_SYMBOL, "symbol", SYMBOL_HISTORY + [
+        ("NVDA", {"company_name": "Nvidia", "sector": "Semiconductors", "market_cap_bucket": "mega"}, g.DAY2, OPEN_END)])
+    lake.table(DIM_SYMBOL).overwrite(nvda, snapshot_properties={REFERENCE_FILE_PROPERTY: "symbols_v0002_2024-01-03.csv"})
+    result = dimension_changes(build_sensor_context(instance=instance, resources={"lake": lake}, cursor=first.cursor,
+                                                    definitions=defs))
+    assert [(r.partition_key, r.asset_selection) for r in result.run_requests] == [("2024-01-03", [SECTOR_KEY])]
+    request = result.run_requests[0]
+    run = defs.resolve_job_def("gold_job").execute_in_process(
+        instance=instance, partition_key=request.partition_key, asset_selection=request.asset_selection,
+        raise_on_error=False)
+    assert run.success
+    assert set(by(rows_of(lake, SECTOR_DAILY, g.DAY2), "sector")) == {"Hardware", "Semiconductors"}
+    assert set(by(rows_of(lake, SECTOR_DAILY, g.DAY1), "sector")) == {"Technology", UNCLASSIFIED}  # day 1 as it was

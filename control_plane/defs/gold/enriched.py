@@ -92,30 +92,39 @@ def _integrity_spec(key, dim: ReferenceDimension) -> AssetCheckSpec:
         AssetCheckSpec("reconciles_with_summary", asset=SECTOR_KEY, blocking=True,
                        description="trade_count and total_notional over all sectors = the published daily summary."),
     ],
+    # A dim.symbol change rebuilds every built day from its effective date: one run, not one per day.
+    backfill_policy=BackfillPolicy.single_run(),
     metadata={"table": SECTOR_DAILY.name},
     tags={"layer": "gold"},
 )
 def sector_daily(context: AssetExecutionContext, lake: LakeResource) -> Iterator:
-    started, day = time.monotonic(), context.partition_key
-    summary = read_day(lake.table(DAILY_TRADING_SUMMARY), day, DAILY_TRADING_SUMMARY.columns.names)
+    started = time.monotonic()
+    days = sorted(as_day(k) for k in context.partition_keys)
     history = scd2_history(lake, SYMBOLS, ("sector",))
     integrity = scd2_integrity(_integrity_check(SYMBOLS), history, SYMBOLS.key)
     if not integrity.passed:
         yield from check_results(SECTOR_KEY, [integrity])
-        raise refused(SECTOR_KEY, day, [integrity])
-    rows = gold_sql.sector_daily(as_of_join(summary, history, fact_key="symbol", on="trade_date", columns=["sector"]))
+        raise refused(SECTOR_KEY, days[0].isoformat(), [integrity])
+    rows_written, symbols = 0, 0
+    last_audits: list[Audit] = []
+    for day in days:
+        summary = read_day(lake.table(DAILY_TRADING_SUMMARY), day, DAILY_TRADING_SUMMARY.columns.names)
+        rows = gold_sql.sector_daily(as_of_join(summary, history, fact_key="symbol", on="trade_date", columns=["sector"]))
 
-    def audit(staged: pa.Table) -> list[Audit]:
-        return [integrity, reconcile("reconciles_with_summary", staged, summary, (), GOLD_TOTALS, GOLD_TOTALS)]
+        def audit(staged: pa.Table) -> list[Audit]:
+            return [integrity, reconcile("reconciles_with_summary", staged, summary, (), GOLD_TOTALS, GOLD_TOTALS)]
 
-    outcome = audited_overwrite(gold_table(lake, SECTOR_DAILY), rows, day, audit, context.run_id[:8])
-    if not outcome.passed:
-        yield from check_results(SECTOR_KEY, outcome.audits)
-        raise refused(SECTOR_KEY, day, outcome.audits)
-    push_run(lake, SECTOR_KEY, rows.num_rows, started)
-    yield MaterializeResult(metadata=rows_metadata(SECTOR_DAILY, rows, day, symbols=summary.num_rows,
-                                                    dim_symbol_rows=history.num_rows))
-    yield from check_results(SECTOR_KEY, outcome.audits)
+        outcome = audited_overwrite(gold_table(lake, SECTOR_DAILY), rows, day, audit, context.run_id[:8])
+        last_audits = outcome.audits
+        if not outcome.passed:
+            yield from check_results(SECTOR_KEY, outcome.audits)
+            raise refused(SECTOR_KEY, day.isoformat(), outcome.audits)
+        rows_written, symbols = rows_written + rows.num_rows, symbols + summary.num_rows
+    push_run(lake, SECTOR_KEY, rows_written, started)
+    span = f"{days[0]}..{days[-1]}" if len(days) > 1 else days[0].isoformat()
+    yield MaterializeResult(metadata={"table": SECTOR_DAILY.name, "trade_dates": span, "dagster/row_count": rows_written,
+                                      "symbols": symbols, "dim_symbol_rows": history.num_rows})
+    yield from check_results(SECTOR_KEY, last_audits)
 
 
 # --- gold.desk_performance ---------------------------------------------------------------------------------

@@ -91,6 +91,17 @@ def cumulative_request(first: dt.date, last: dt.date, run_key: str) -> RunReques
     )
 
 
+def range_request(key: AssetKey, first: dt.date, last: dt.date, run_key: str) -> RunRequest:
+    """Rebuild one single-run-backfill asset (with its checks) for every session from ``first`` to ``last``."""
+    checks = [k for k in [*_DAILY_CHECKS, *_CUMULATIVE_CHECKS] if k.asset_key == key]
+    if first == last:
+        return RunRequest(run_key=run_key, partition_key=first.isoformat(), asset_selection=[key], asset_check_keys=checks)
+    return RunRequest(
+        run_key=run_key, asset_selection=[key], asset_check_keys=checks,
+        tags={RANGE_START_TAG: first.isoformat(), RANGE_END_TAG: last.isoformat()},
+    )
+
+
 def rebuild_requests(
     days: Sequence[dt.date], cumulative_through: dt.date | None, reason: str
 ) -> list[RunRequest]:

@@ -9,6 +9,7 @@ import datetime as dt
 import json
 
 from dagster import (
+    AssetKey,
     DefaultSensorStatus,
     Definitions,
     SensorEvaluationContext,
@@ -20,10 +21,13 @@ from pyiceberg.manifest import ManifestEntryStatus
 from pyiceberg.table import Table
 
 from control_plane.defs.gold.assets import SUMMARY_KEY, TRADER_ACTIVITY_KEY
-from control_plane.defs.gold.jobs import gold_job, rebuild_requests
+from control_plane.defs.gold.enriched import DESK_KEY, SECTOR_KEY
+from control_plane.defs.gold.jobs import gold_job, range_request, rebuild_requests
 from control_plane.lake_io import days_present
 from control_plane.resources import LakeResource
 from control_plane.table_care import MAINTENANCE_PROPERTY
+from schemas.offsets import snapshot_ancestry
+from schemas.tables.dims import DIM_SYMBOL, DIM_TRADER, REFERENCE_FILE_PATTERN, REFERENCE_FILE_PROPERTY, SYMBOLS, TRADERS
 from schemas.tables.gold import PORTFOLIO_POSITIONS
 from schemas.tables.silver import SILVER_MARKET_DATA, SILVER_ORDERBOOK, SILVER_TRADES
 from schemas.tables.spec import TableSpec
@@ -40,11 +44,10 @@ def new_snapshots(table: Table, seen_snapshot_id: int | None) -> list:
     rebuild too many is harmless, a missed day is not.
     """
     found = []
-    snapshot = table.current_snapshot()
-    while snapshot is not None and snapshot.snapshot_id != seen_snapshot_id:
+    for snapshot in snapshot_ancestry(table):
+        if snapshot.snapshot_id == seen_snapshot_id:
+            break
         found.append(snapshot)
-        parent = snapshot.parent_snapshot_id
-        snapshot = table.snapshot_by_id(parent) if parent is not None else None
     return list(reversed(found))
 
 
@@ -116,4 +119,63 @@ def silver_late_changes(context: SensorEvaluationContext, lake: LakeResource):
     )
 
 
-defs = Definitions(sensors=[silver_late_changes], jobs=[gold_job])
+
+# --- dimension changes ------------------------------------------------------------------------------------
+
+# Gold assets that join a dimension as of the trade date, by the dimension they read.
+DIMENSION_READERS: dict[str, tuple[TableSpec, AssetKey]] = {
+    SYMBOLS.feed: (DIM_SYMBOL, SECTOR_KEY),
+    TRADERS.feed: (DIM_TRADER, DESK_KEY),
+}
+
+
+def earliest_effective(snapshots: list) -> dt.date:
+    """The earliest day a run of dimension commits can change: the effective date of the reference files
+    they applied (``<feed>_v<version>_<effective>.csv``); unknown (no file recorded) means every day."""
+    earliest = dt.date.max
+    for snapshot in snapshots:
+        summary = snapshot.summary
+        if summary is not None and summary.get(MAINTENANCE_PROPERTY):
+            continue  # compaction or expiry rewrote files, not versions
+        name = summary.get(REFERENCE_FILE_PROPERTY) if summary is not None else None
+        match = REFERENCE_FILE_PATTERN.match(name or "")
+        if match is None:
+            return dt.date.min
+        earliest = min(earliest, dt.date.fromisoformat(match["effective"]))
+    return earliest
+
+
+@sensor(
+    name="dimension_changes",
+    job=gold_job,
+    minimum_interval_seconds=60,
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Rebuild the gold built on a dimension (sector_daily on dim.symbol, desk_performance on "
+    "dim.trader) for every built day from the effective date of the reference file just applied.",
+)
+def dimension_changes(context: SensorEvaluationContext, lake: LakeResource):
+    cursor: dict[str, int | None] = json.loads(context.cursor) if context.cursor else {}
+    new_cursor: dict[str, int | None] = {}
+    requests = []
+    for feed, (spec, key) in sorted(DIMENSION_READERS.items()):
+        table = lake.table(spec)
+        current = table.current_snapshot()
+        new_cursor[feed] = current.snapshot_id if current is not None else None
+        if feed not in cursor:
+            continue  # first look: remember where the dimension is
+        changed = new_snapshots(table, cursor[feed])
+        if not changed:
+            continue
+        since = earliest_effective(changed)
+        built = sorted(dt.date.fromisoformat(k) for k in context.instance.get_materialized_partitions(key))
+        stale = [d for d in built if d >= since]
+        if stale:
+            context.log.info(f"{spec.name} changed from {since}: rebuilding {key.to_user_string()} {stale[0]}..{stale[-1]}")
+            requests.append(range_request(key, stale[0], stale[-1], f"dim:{feed}:{new_cursor[feed]}"))
+    cursor_json = json.dumps(new_cursor, sort_keys=True)
+    if not requests:
+        return SensorResult(skip_reason=SkipReason("no dimension change reaching built gold"), cursor=cursor_json)
+    return SensorResult(run_requests=requests, cursor=cursor_json)
+
+
+defs = Definitions(sensors=[silver_late_changes, dimension_changes], jobs=[gold_job])
