@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"\n{args.messages:,d} trades, batch {args.batch_rows:,d} rows, commit interval {args.commit_interval}s, 1 worker")
         report = {
             "command": "python -m load_tests.bench_ingest " + " ".join(argv if argv is not None else sys.argv[1:]),
-            "messages": args.messages, "machine_cpus": os.cpu_count(), "bare_limit_msg_per_s": bare_rate,
+            "messages": args.messages, "machine_cpus": os.cpu_count(), "load_average_1m_at_end": os.getloadavg()[0], "bare_limit_msg_per_s": bare_rate,
             "runs": [{"pipeline": label, "msg_per_s": args.messages / seconds, "commits": commits,
                       "p50_commit_s": _pct(latencies, 50), "p99_commit_s": _pct(latencies, 99),
                       "of_limit": args.messages / seconds / bare_rate} for label, seconds, latencies, commits in rows],

@@ -448,7 +448,7 @@ def main(argv: list[str] | None = None) -> None:
             for note in r.notes:
                 print(f"  {r.engine}@{r.commit_interval_s:g}s: {note}")
         report = {"command": "python -m load_tests.bench_peers " + " ".join(argv if argv is not None else sys.argv[1:]),
-                  "trades": args.trades, "machine_cpus": os.cpu_count(), "runs": [r.as_dict() for r in runs], "ratios": found,
+                  "trades": args.trades, "machine_cpus": os.cpu_count(), "load_average_1m_at_end": os.getloadavg()[0], "runs": [r.as_dict() for r in runs], "ratios": found,
                   "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}  # fmt: skip
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2))

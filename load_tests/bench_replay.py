@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
         if temporary is not None:
             broker.stop(temporary)
     report = {"command": "python -m load_tests.bench_replay " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "trades": args.trades, "machine_cpus": os.cpu_count(), "runs": results,
+              "trades": args.trades, "machine_cpus": os.cpu_count(), "load_average_1m_at_end": os.getloadavg()[0], "runs": results,
               "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}  # fmt: skip
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2))
