@@ -15,9 +15,9 @@ The rule compares the batch with the table's *current* metadata, which is also t
 compare-and-set checks at commit: what the worker believes never enters into it. A lost commit, a
 zombie after a rebalance, a queued batch after a failed one, a crash between two tables' commits: each
 ends either in a commit exactly at the table's end or in no commit. Sidecar tables (dead letters,
-rejects) only receive rows when they have some, so their recorded offsets may lag; for them only the
-"already holds it" half applies (rows are a pure function of their offsets, written before the table
-they belong to, so the main table's rule keeps them complete).
+rejects) only commit when they have rows, so their own recorded offsets lag: for them the gap is judged
+against the end of the table they belong to (``gate``), which they always commit before. Their rows are
+a pure function of their offsets, so "rows at or after the sidecar's own end" is exactly what is missing.
 """
 
 from __future__ import annotations
@@ -72,21 +72,23 @@ class CommitConflicts(RuntimeError):
 
 
 def batch_plan(
-    table: str, topic: str, span: BatchSpan, recorded: Mapping[int, int], sidecar: bool = False
+    table: str, topic: str, span: BatchSpan, recorded: Mapping[int, int], gate: Mapping[int, int] | None = None
 ) -> dict[int, int | None]:
     """The exactly-once rule: partition -> offset from which the table still needs the batch's rows.
 
-    Partitions the table already holds are left out; a partition whose batch starts past the table's
-    end raises ``OffsetGap`` (never for a sidecar, see the module docstring).
+    Partitions the table already holds are left out; a partition whose batch starts past the end that
+    ``gate`` records (the table's own ``recorded`` offsets, or for a sidecar those of the table it belongs
+    to) raises ``OffsetGap``.
     """
+    ends = recorded if gate is None else gate
     todo: dict[int, int | None] = {}
     for partition, (start, end) in span.items():
         r = recorded.get(partition)
         if r is not None and r >= end:
             continue
-        starts_at_end = start is None or (r is not None and start <= r)
-        if not starts_at_end and not sidecar:
-            raise OffsetGap(table, topic, partition, start, r)
+        g = ends.get(partition)
+        if not (start is None or (g is not None and start <= g)):
+            raise OffsetGap(table, topic, partition, start, g)
         todo[partition] = r
     return todo
 
@@ -161,7 +163,9 @@ class LedgerTable:
             self.table.refresh()
         return recorded_offsets(self.table).get(topic, {})
 
-    def commit(self, topic: str, span: BatchSpan, rows: pa.Table, planner: Planner | None = None) -> CommitResult | None:
+    def commit(
+        self, topic: str, span: BatchSpan, rows: pa.Table, planner: Planner | None = None, gate: LedgerTable | None = None
+    ) -> CommitResult | None:
         """Commit the part of a batch the table does not hold yet, or nothing; ``None`` if nothing was due.
 
         Raises ``OffsetGap`` (the batch starts past the table's end), ``CommitConflicts``, or whatever the
@@ -175,7 +179,8 @@ class LedgerTable:
             self._evolve(rows.schema)
             offsets = recorded_offsets(self.table)
             mine = offsets.get(topic, {})
-            todo = batch_plan(self.name, topic, span, mine, sidecar=self.sidecar)
+            gated = None if gate is None else recorded_offsets(gate.table).get(topic, {})
+            todo = batch_plan(self.name, topic, span, mine, gated)
             needed = rows_from(rows, todo)
             if not todo or (self.sidecar and needed.num_rows == 0):
                 return None

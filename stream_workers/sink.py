@@ -144,22 +144,25 @@ class TopicSink:
         decoded = self.decoder.decode(messages, ingested_at_us=time.time_ns() // 1000)
         commits: list[CommitResult] = []
 
-        def commit(table: LedgerTable, rows: pa.Table, planner: Planner | None = None) -> CommitResult | None:
+        def commit(
+            table: LedgerTable, rows: pa.Table, planner: Planner | None = None, gate: LedgerTable | None = None
+        ) -> CommitResult | None:
             try:
-                result = table.commit(self.topic, span, rows, planner)
+                result = table.commit(self.topic, span, rows, planner, gate)
             except Exception as exc:
                 raise TableCommitFailed(table.name, self.topic, exc) from exc
             if result is not None:
                 commits.append(result)
             return result
 
-        commit(self.dead_letters, decoded.dead_letters, self._publish_dead_letters)
+        # A sidecar's own end lags (it commits only when it has rows): the end of its main table gates it.
+        commit(self.dead_letters, decoded.dead_letters, self._publish_dead_letters, gate=self.bronze)
         commit(self.bronze, decoded.rows)
         duplicates = rejects = 0
         if self.silver is not None and self.silver_table is not None and self.rejects is not None:
             rows, reject_rows = self.silver.clean(decoded.rows)
             rejects = reject_rows.num_rows
-            commit(self.rejects, reject_rows)
+            commit(self.rejects, reject_rows, gate=self.silver_table)
             silver = commit(self.silver_table, rows, self.silver.planner)
             if silver is not None and silver.plan is not None:
                 self.silver.committed(self.silver_table.table, silver.plan)

@@ -51,9 +51,14 @@ def test_plan_refuses_a_batch_that_starts_past_the_table_end() -> None:
         batch_plan("t", TOPIC, {0: (5, 30)}, {})
 
 
-def test_sidecars_never_refuse_but_never_rewrite() -> None:
-    assert batch_plan("t", TOPIC, {0: (20, 30)}, {0: 10}, sidecar=True) == {0: 10}
-    assert batch_plan("t", TOPIC, {0: (20, 30)}, {0: 30}, sidecar=True) == {}
+def test_sidecars_are_gated_by_the_end_of_their_main_table() -> None:
+    # The sidecar last had rows up to 10; the main table ends at 20: a batch from 20 is no gap.
+    assert batch_plan("t", TOPIC, {0: (20, 30)}, {0: 10}, gate={0: 20}) == {0: 10}
+    assert batch_plan("t", TOPIC, {0: (20, 30)}, {0: 30}, gate={0: 30}) == {}
+    with pytest.raises(OffsetGap):  # the main table ends at 10: the batch 10..19 never landed
+        batch_plan("t", TOPIC, {0: (20, 30)}, {0: 10}, gate={0: 10})
+    with pytest.raises(OffsetGap):  # nothing recorded anywhere, and the batch does not start at the beginning
+        batch_plan("t", TOPIC, {0: (20, 30)}, {}, gate={})
 
 
 # -- on a real table --------------------------------------------------------------------------------
@@ -141,3 +146,17 @@ def test_record_offsets_moves_the_end_without_rows(catalog) -> None:  # type: ig
     ledger.record_offsets(TOPIC, {0: 0}, {"ticklake.offsets-reset": "test"})
     assert recorded_offsets(ledger.table) == {TOPIC: {0: 0}}
     assert ledger.table.current_snapshot().summary["ticklake.offsets-reset"] == "test"
+
+
+def test_a_dead_letter_of_a_failed_batch_is_not_skipped_by_the_next_batch(catalog) -> None:  # type: ignore[no-untyped-def]
+    """Found by the locked-catalog chaos run: batch 0..19 failed before its dead letters landed; the queued
+    batch 20..29 must not land its dead letters either, or the sidecar's end jumps past offset 5."""
+    from schemas.tables.bronze import BRONZE_TRADES
+
+    bronze = LedgerTable(catalog, BRONZE_TRADES)
+    dead = LedgerTable(catalog, DEAD_LETTERS, sidecar=True)
+    with pytest.raises(OffsetGap):
+        dead.commit(TOPIC, {0: (20, 30)}, _rows(0, range(25, 26)), gate=bronze)
+    # re-read from the beginning: both dead letters land
+    assert dead.commit(TOPIC, {0: (None, 30)}, pa.concat_tables([_rows(0, range(5, 6)), _rows(0, range(25, 26))]), gate=bronze)
+    assert sorted(dead.table.scan().to_arrow()["kafka_offset"].to_pylist()) == [5, 25]

@@ -13,7 +13,7 @@ from sqlalchemy.exc import OperationalError
 from schemas.avro import CURRENT_CONTRACT
 from schemas.catalog import open_catalog
 from schemas.offsets import recorded_offsets
-from schemas.tables.bronze import BRONZE_TRADES
+from schemas.tables.bronze import BRONZE_TRADES, DEAD_LETTERS
 from schemas.tables.silver import SILVER_TRADES
 from schemas.topics import RAW_TRADES
 from schemas.wire import encode
@@ -28,12 +28,14 @@ from tests.unit.streaming.memory_kafka import ConfirmingProducer, MemoryConsumer
 PARTITIONS = 3
 
 
-def _log(trades: int, seed: int = 1) -> dict[tuple[str, int], list[bytes | None]]:
+def _log(trades: int, seed: int = 1, bad_every: int = 0) -> dict[tuple[str, int], list[bytes | None]]:
+    """Encoded trades spread over the partitions; every ``bad_every``-th message is undecodable."""
     contract = CURRENT_CONTRACT[RAW_TRADES]
     records = [r for t, r in generate(GeneratorConfig(trades=trades, seed=seed, duplicates=0.05)) if t == RAW_TRADES]
     log: dict[tuple[str, int], list[bytes | None]] = {(RAW_TRADES, p): [] for p in range(PARTITIONS)}
     for i, r in enumerate(records):
-        log[(RAW_TRADES, i % PARTITIONS)].append(encode(contract.local_id, contract.parsed, r))
+        payload = b"\x01not avro" if bad_every and i % bad_every == 7 else encode(contract.local_id, contract.parsed, r)
+        log[(RAW_TRADES, i % PARTITIONS)].append(payload)
     return log
 
 
@@ -62,16 +64,16 @@ def settings(offline_lake_settings):  # type: ignore[no-untyped-def]
 
 
 def test_failed_commits_are_recovered_without_loss_or_duplicates(settings, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    log = _log(600)
+    log = _log(600, bad_every=23)
     real_commit = LedgerTable.commit
     calls = {"n": 0}
 
-    def flaky(self, topic, span, rows, planner=None):  # type: ignore[no-untyped-def]
-        if self.name in (BRONZE_TRADES.name, SILVER_TRADES.name):
+    def flaky(self, topic, span, rows, planner=None, gate=None):  # type: ignore[no-untyped-def]
+        if self.name in (DEAD_LETTERS.name, BRONZE_TRADES.name, SILVER_TRADES.name):
             calls["n"] += 1
-            if calls["n"] in (2, 5, 6, 11):  # catalog locked at a few moments, twice in a row once
+            if calls["n"] in (1, 2, 5, 6, 11, 17):  # catalog locked at a few moments, twice in a row twice
                 raise OperationalError("UPDATE iceberg_tables", {}, Exception("database is locked"))
-        return real_commit(self, topic, span, rows, planner)
+        return real_commit(self, topic, span, rows, planner, gate)
 
     monkeypatch.setattr(LedgerTable, "commit", flaky)
     worker = StreamWorker(settings, topics=(RAW_TRADES,), consumer=MemoryConsumer(log), dlq_producer=ConfirmingProducer())
@@ -80,8 +82,12 @@ def test_failed_commits_are_recovered_without_loss_or_duplicates(settings, monke
     assert worker.stats.failures >= 4
     catalog = open_catalog(settings)
     bronze = catalog.load_table(BRONZE_TRADES.name).scan(selected_fields=("kafka_partition", "kafka_offset", "trade_id")).to_arrow()
+    dead = catalog.load_table(DEAD_LETTERS.name).scan(selected_fields=("kafka_partition", "kafka_offset")).to_arrow()
     got = sorted(zip(bronze["kafka_partition"].to_pylist(), bronze["kafka_offset"].to_pylist()))
-    assert got == sorted((p, o) for p in range(PARTITIONS) for o in range(want[p])), "every offset exactly once"
+    got_dead = sorted(zip(dead["kafka_partition"].to_pylist(), dead["kafka_offset"].to_pylist()))
+    bad = sorted((p, o) for (_, p), msgs in log.items() for o, m in enumerate(msgs) if m == b"\x01not avro")
+    assert got_dead == bad, "every dead letter exactly once"
+    assert sorted(got + got_dead) == sorted((p, o) for p in range(PARTITIONS) for o in range(want[p])), "every offset once"
     silver = catalog.load_table(SILVER_TRADES.name).scan(selected_fields=("trade_id",)).to_arrow()
     assert silver.num_rows == len(pc.unique(bronze["trade_id"])) == len(pc.unique(silver["trade_id"]))
 
