@@ -43,6 +43,7 @@ from control_plane.layers import (
     asset_key,
 )
 from control_plane.metrics_push import push_asset_run
+from control_plane.rebuilds import SILVER_READ_PROPERTY, silver_read_marker, superseded
 from control_plane.resources import LakeResource
 from schemas.tables.gold import (
     DAILY_TRADING_SUMMARY,
@@ -104,6 +105,7 @@ class Outcome:
 
     audits: list[Audit]
     published_snapshot_id: int | None
+    superseded: str | None = None  # why an audited partition was not published (a newer read is)
 
     @property
     def passed(self) -> bool:
@@ -111,15 +113,30 @@ class Outcome:
 
 
 def audited_overwrite(
-    table: Table, rows: pa.Table, day: str | dt.date, audit: Callable[[pa.Table], list[Audit]], label: str = ""
+    table: Table, rows: pa.Table, day: str | dt.date, audit: Callable[[pa.Table], list[Audit]], label: str = "",
+    silver_read: str | None = None,
 ) -> Outcome:
-    """Stage ``rows`` as partition ``day``, run ``audit`` on what the branch holds, publish only if it passed."""
-    staged = wap.stage_day(table, rows, day, label)
+    """Stage ``rows`` as partition ``day``, run ``audit`` on what the branch holds, publish only if it passed.
+
+    ``silver_read`` (``rebuilds.silver_read_marker``) is recorded with the commit; a run whose read is
+    older than the one the published partition came from does not publish (``rebuilds.superseded``).
+    """
+    staged = wap.stage_day(table, rows, day, label, {SILVER_READ_PROPERTY: silver_read} if silver_read else None)
     audits = audit(wap.read_staged(staged, rows.column_names))
-    if all(a.passed for a in audits):
-        return Outcome(audits, wap.publish(staged))
-    wap.discard(staged)
-    return Outcome(audits, None)
+    if not all(a.passed for a in audits):
+        wap.discard(staged)
+        return Outcome(audits, None)
+    reason = superseded(table, as_day(day), silver_read) if silver_read else None
+    if reason:
+        wap.discard(staged)
+        return Outcome(audits, None, reason)
+    return Outcome(audits, wap.publish(staged))
+
+
+def published_metadata(outcome: Outcome) -> dict[str, object]:
+    if outcome.superseded:
+        return {"published": False, "not_published_because": outcome.superseded}
+    return {"published": True, "published_snapshot_id": str(outcome.published_snapshot_id)}
 
 
 def check_results(key: AssetKey, audits: Iterable[Audit]) -> list[AssetCheckResult]:
@@ -164,19 +181,20 @@ ACTIVITY_CHECKS = [
 )
 def trader_activity(context: AssetExecutionContext, lake: LakeResource) -> Iterator:
     started, day = time.monotonic(), context.partition_key
-    trades, _ = silver_trades_day(lake, day)
+    trades, snapshot_id = silver_trades_day(lake, day)
+    read = silver_read_marker(lake.table(SILVER_TRADES), snapshot_id)
     rows = gold_sql.trader_activity(trades)
 
     def audit(staged: pa.Table) -> list[Audit]:
         return [reconcile("reconciles_with_silver", staged, trades, (), GOLD_TOTALS, SILVER_TOTALS)]
 
-    outcome = audited_overwrite(gold_table(lake, TRADER_ACTIVITY), rows, day, audit, context.run_id[:8])
+    outcome = audited_overwrite(gold_table(lake, TRADER_ACTIVITY), rows, day, audit, context.run_id[:8], read)
     if not outcome.passed:
         yield from check_results(TRADER_ACTIVITY_KEY, outcome.audits)
         raise refused(TRADER_ACTIVITY_KEY, day, outcome.audits)
     push_run(lake, TRADER_ACTIVITY_KEY, rows.num_rows, started)
     yield MaterializeResult(metadata=rows_metadata(
-        TRADER_ACTIVITY, rows, day, silver_trades=trades.num_rows, published_snapshot_id=str(outcome.published_snapshot_id)))
+        TRADER_ACTIVITY, rows, day, silver_trades=trades.num_rows, silver_read=read, **published_metadata(outcome)))
     yield from check_results(TRADER_ACTIVITY_KEY, outcome.audits)
 
 
@@ -223,7 +241,8 @@ def daily_trading_summary(context: AssetExecutionContext, lake: LakeResource) ->
             reconcile("trade_count_matches_silver", staged, trades, ("symbol",), GOLD_TOTALS, SILVER_TOTALS),
         ]
 
-    outcome = audited_overwrite(gold_table(lake, DAILY_TRADING_SUMMARY), rows, day, audit, context.run_id[:8])
+    read = silver_read_marker(lake.table(SILVER_TRADES), snapshot_id)
+    outcome = audited_overwrite(gold_table(lake, DAILY_TRADING_SUMMARY), rows, day, audit, context.run_id[:8], read)
     if not outcome.passed:
         yield from check_results(SUMMARY_KEY, outcome.audits)
         raise refused(SUMMARY_KEY, day, outcome.audits)
@@ -232,7 +251,7 @@ def daily_trading_summary(context: AssetExecutionContext, lake: LakeResource) ->
         metadata=rows_metadata(
             DAILY_TRADING_SUMMARY, rows, day,
             silver_trades=trades.num_rows, silver_snapshot_id=str(snapshot_id), book_snapshots=books.num_rows,
-            published_snapshot_id=str(outcome.published_snapshot_id),
+            silver_read=read, **published_metadata(outcome),
         )
     )
     yield from check_results(SUMMARY_KEY, outcome.audits)
@@ -302,7 +321,7 @@ def market_overview(context: AssetExecutionContext, lake: LakeResource) -> Itera
         raise refused(OVERVIEW_KEY, day, outcome.audits)
     push_run(lake, OVERVIEW_KEY, rows.num_rows, started)
     yield MaterializeResult(metadata=rows_metadata(
-        MARKET_OVERVIEW, rows, day, symbols=summary.num_rows, published_snapshot_id=str(outcome.published_snapshot_id)))
+        MARKET_OVERVIEW, rows, day, symbols=summary.num_rows, **published_metadata(outcome)))
     yield from check_results(OVERVIEW_KEY, outcome.audits)
 
 
@@ -321,9 +340,10 @@ def carried_seed(lake: LakeResource, day: dt.date) -> tuple[dt.date | None, pa.T
 def replay_day(lake: LakeResource, day: dt.date) -> tuple[ledger.AverageCostDay, pa.Table, dict[str, object]]:
     """Average-cost replay of ``day`` from the newest earlier positions, replaying silver for any gap.
 
-    Also returns the silver trades dated ``day`` (what performance reconciles with)."""
+    Also returns the silver trades dated ``day`` (what performance reconciles with) and, in the notes,
+    the marker of the silver snapshot read (``silver_read``)."""
     seed_day, seed = carried_seed(lake, day)
-    today, _ = silver_trades_day(lake, day)
+    today, snapshot_id = silver_trades_day(lake, day)
     # Days between the seed and ``day`` (a weekend's late trades, sessions never built): usually none.
     gap = read_days(lake.table(SILVER_TRADES), seed_day, day - dt.timedelta(days=1), gold_sql.TRADE_COLUMNS)
     trades = pa.concat_tables([gap, today], promote_options="permissive") if gap.num_rows else today
@@ -331,6 +351,7 @@ def replay_day(lake: LakeResource, day: dt.date) -> tuple[ledger.AverageCostDay,
     return result, today, {
         "seeded_from": seed_day.isoformat() if seed_day else "nothing (replayed all silver up to the day)",
         "replayed_silver_trades": trades.num_rows,
+        "silver_read": silver_read_marker(lake.table(SILVER_TRADES), snapshot_id),
     }
 
 
@@ -385,12 +406,14 @@ def trader_performance_and_positions(context: AssetExecutionContext, lake: LakeR
     performance_rows = position_rows = 0
     notes: dict[str, object] = {}
     audits: dict[str, Audit] = {}
+    not_published: list[str] = []
     for day in days:
         result, today, notes = replay_day(lake, day)
         performance_table = gold_table(lake, TRADER_PERFORMANCE)
         positions_table = gold_table(lake, PORTFOLIO_POSITIONS)
-        staged_performance = wap.stage_day(performance_table, result.performance, day, context.run_id[:8])
-        staged_positions = wap.stage_day(positions_table, result.positions, day, context.run_id[:8])
+        read = {SILVER_READ_PROPERTY: str(notes["silver_read"])}
+        staged_performance = wap.stage_day(performance_table, result.performance, day, context.run_id[:8], read)
+        staged_positions = wap.stage_day(positions_table, result.positions, day, context.run_id[:8], read)
         performance = wap.read_staged(staged_performance, TRADER_PERFORMANCE.columns.names)
         positions = wap.read_staged(staged_positions, PORTFOLIO_POSITIONS.columns.names)
         day_audits = [
@@ -408,6 +431,13 @@ def trader_performance_and_positions(context: AssetExecutionContext, lake: LakeR
             wap.discard(staged_positions)
             yield from _performance_results(audits)
             raise refused(PERFORMANCE_KEY, day.isoformat(), day_audits)
+        reason = superseded(performance_table, day, str(notes["silver_read"]))
+        if reason:
+            wap.discard(staged_performance)
+            wap.discard(staged_positions)
+            not_published.append(reason)
+            context.log.info(reason)
+            continue
         wap.publish(staged_performance)
         wap.publish(staged_positions)
         performance_rows += result.performance.num_rows
@@ -418,7 +448,8 @@ def trader_performance_and_positions(context: AssetExecutionContext, lake: LakeR
     push_run(lake, POSITIONS_KEY, position_rows, started)
     yield MaterializeResult(
         asset_key=PERFORMANCE_KEY,
-        metadata={"table": TRADER_PERFORMANCE.name, "trade_dates": span, "dagster/row_count": performance_rows},
+        metadata={"table": TRADER_PERFORMANCE.name, "trade_dates": span, "dagster/row_count": performance_rows,
+                  "not_published": MetadataValue.json(not_published)},
     )
     yield MaterializeResult(
         asset_key=POSITIONS_KEY,

@@ -28,6 +28,7 @@ from control_plane.defs.gold.assets import (
     audited_overwrite,
     check_results,
     gold_table,
+    published_metadata,
     push_run,
     refused,
     rows_metadata,
@@ -35,6 +36,7 @@ from control_plane.defs.gold.assets import (
 from control_plane.defs.gold.audits import Audit, non_negative, reconcile, scd2_integrity
 from control_plane.lake_io import as_day, read_day
 from control_plane.layers import GOLD_POOL, GOLD_RETRY, TRADING_DAYS, asset_key
+from control_plane.rebuilds import silver_read_marker
 from control_plane.resources import LakeResource
 from schemas.tables.dims import DIM_SYMBOL, DIM_TRADER, SYMBOLS, TRADERS, ReferenceDimension
 from schemas.tables.gold import (
@@ -207,7 +209,11 @@ def desk_performance(context: AssetExecutionContext, lake: LakeResource) -> Iter
 )
 def intraday_bars(context: AssetExecutionContext, lake: LakeResource) -> Iterator:
     started, day = time.monotonic(), context.partition_key
-    bars = read_day(lake.table(SILVER_MARKET_DATA), day, gold_sql.BAR_COLUMNS)
+    silver = lake.table(SILVER_MARKET_DATA)
+    snapshot = silver.current_snapshot()
+    snapshot_id = snapshot.snapshot_id if snapshot is not None else None
+    bars = read_day(silver, day, gold_sql.BAR_COLUMNS, snapshot_id)
+    read = silver_read_marker(silver, snapshot_id)
     rows = gold_sql.intraday_bars(bars)
     source_ok = non_negative("volume_non_negative", bars, ("volume",))
 
@@ -219,12 +225,13 @@ def intraday_bars(context: AssetExecutionContext, lake: LakeResource) -> Iterato
                                   {"bars": "sum(bars)", "volume": "sum(volume)"},
                                   {"bars": "count(*)", "volume": "sum(volume)"})]
 
-    outcome = audited_overwrite(gold_table(lake, INTRADAY_BARS), rows, day, audit, context.run_id[:8])
+    outcome = audited_overwrite(gold_table(lake, INTRADAY_BARS), rows, day, audit, context.run_id[:8], read)
     if not outcome.passed:
         yield from check_results(BARS_KEY, outcome.audits)
         raise refused(BARS_KEY, day, outcome.audits)
     push_run(lake, BARS_KEY, rows.num_rows, started)
-    yield MaterializeResult(metadata=rows_metadata(INTRADAY_BARS, rows, day, silver_bars=bars.num_rows))
+    yield MaterializeResult(metadata=rows_metadata(INTRADAY_BARS, rows, day, silver_bars=bars.num_rows, silver_read=read,
+                                                   **published_metadata(outcome)))
     yield from check_results(BARS_KEY, outcome.audits)
 
 

@@ -1,8 +1,10 @@
-"""Late silver changes rebuild only their days: the sensor that keeps gold in step with silver.
+"""Late changes rebuild only their days: the sensors that keep gold in step with silver and the dimensions.
 
 ``silver_late_changes`` reads the snapshots silver committed since its cursor, finds the ``trade_date``
 partitions each one added or removed files in, and rebuilds gold for those days that were already built
-(a day not built yet is left to the daily schedule).
+(a day not built yet is left to the daily schedule). ``dimension_changes`` does the same for the gold
+joined to dim.symbol / dim.trader, from the effective date of the reference file applied. Both drop
+requests a waiting run already covers and serialize the cumulative ones (``control_plane.rebuilds``).
 """
 
 import datetime as dt
@@ -22,8 +24,9 @@ from pyiceberg.table import Table
 
 from control_plane.defs.gold.assets import SUMMARY_KEY, TRADER_ACTIVITY_KEY
 from control_plane.defs.gold.enriched import DESK_KEY, SECTOR_KEY
-from control_plane.defs.gold.jobs import gold_job, range_request, rebuild_requests
+from control_plane.defs.gold.jobs import RANGE_KEYS, gold_job, range_request, rebuild_requests
 from control_plane.lake_io import days_present
+from control_plane.rebuilds import coalesce, waiting_rebuilds
 from control_plane.resources import LakeResource
 from control_plane.table_care import MAINTENANCE_PROPERTY
 from schemas.offsets import snapshot_ancestry
@@ -113,10 +116,9 @@ def silver_late_changes(context: SensorEvaluationContext, lake: LakeResource):
     positions_built = days_present(lake.table(PORTFOLIO_POSITIONS))
     tag = "late:" + "-".join(str(new_cursor[s.name]) for s in WATCHED)
     context.log.info(f"silver changed on already-built days {[d.isoformat() for d in stale]}: rebuilding")
-    return SensorResult(
-        run_requests=rebuild_requests(stale, positions_built[-1] if positions_built else None, reason=tag),
-        cursor=cursor_json,
-    )
+    requests = rebuild_requests(stale, positions_built[-1] if positions_built else None, reason=tag)
+    return SensorResult(run_requests=coalesce(requests, waiting_rebuilds(context.instance, gold_job.name), RANGE_KEYS),
+                        cursor=cursor_json)
 
 
 
@@ -175,7 +177,8 @@ def dimension_changes(context: SensorEvaluationContext, lake: LakeResource):
     cursor_json = json.dumps(new_cursor, sort_keys=True)
     if not requests:
         return SensorResult(skip_reason=SkipReason("no dimension change reaching built gold"), cursor=cursor_json)
-    return SensorResult(run_requests=requests, cursor=cursor_json)
+    return SensorResult(run_requests=coalesce(requests, waiting_rebuilds(context.instance, gold_job.name), RANGE_KEYS),
+                        cursor=cursor_json)
 
 
 defs = Definitions(sensors=[silver_late_changes, dimension_changes], jobs=[gold_job])

@@ -22,7 +22,7 @@ from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.expressions import EqualTo
 from pyiceberg.table import Table
 
-from control_plane.lake_io import PARTITION_PROPERTY, as_day, overwrite_day
+from control_plane.lake_io import PARTITION_PROPERTY, as_day
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,7 @@ class Staged:
     base_snapshot_id: int | None  # main when the branch was made
     snapshot_id: int | None  # the branch head after the write
     rows: pa.Table
+    properties: dict[str, str]
 
 
 def _main_snapshot_id(table: Table) -> int | None:
@@ -63,8 +64,13 @@ def _retrying(table: Table, what: str, attempt_once: Callable[[], T]) -> T:
     raise AssertionError("unreachable")
 
 
-def stage_day(table: Table, rows: pa.Table, day: str | dt.date, label: str = "") -> Staged:
-    """Write ``rows`` as partition ``day`` of ``table`` on a new audit branch made from ``main``."""
+def stage_day(
+    table: Table, rows: pa.Table, day: str | dt.date, label: str = "", properties: dict[str, str] | None = None
+) -> Staged:
+    """Write ``rows`` as partition ``day`` of ``table`` on a new audit branch made from ``main``.
+
+    ``properties`` go into the commit's snapshot summary (with the partition), and reach ``main`` with it.
+    """
     day = as_day(day)
     dates = set(rows.column("trade_date").to_pylist()) if rows.num_rows else set()
     if dates - {day}:
@@ -81,16 +87,17 @@ def stage_day(table: Table, rows: pa.Table, day: str | dt.date, label: str = "")
         return base
 
     base = _retrying(table, f"branch {branch}", make_branch)
+    summary = {**(properties or {}), PARTITION_PROPERTY: day.isoformat()}
     # Only this run writes the branch: no race on it, only on the catalog row (retried above).
     table.overwrite(
         rows,
         overwrite_filter=EqualTo("trade_date", day.isoformat()),
-        snapshot_properties={PARTITION_PROPERTY: day.isoformat()},
+        snapshot_properties=summary,
         branch=branch,
     )
     table.refresh()
     ref = table.metadata.refs.get(branch)
-    return Staged(table, day, branch, base, ref.snapshot_id if ref is not None else base, rows)
+    return Staged(table, day, branch, base, ref.snapshot_id if ref is not None else base, rows, summary)
 
 
 def read_staged(staged: Staged, columns: Iterable[str]) -> pa.Table:
@@ -127,7 +134,8 @@ def publish(staged: Staged) -> int | None:
         except CommitFailedException:
             table.refresh()
     # main moved on (another day, another run): apply the audited rows as the same partition overwrite.
-    overwrite_day(table, staged.rows, staged.day)
+    _retrying(table, f"publishing {staged.day}", lambda: table.overwrite(
+        staged.rows, overwrite_filter=EqualTo("trade_date", staged.day.isoformat()), snapshot_properties=staged.properties))
     _drop_branch(table, staged.branch)
     return _main_snapshot_id(table)
 

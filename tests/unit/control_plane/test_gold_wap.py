@@ -68,3 +68,19 @@ def test_first_write_to_an_empty_table_and_an_empty_day(lake) -> None:
     empty = wap.stage_day(lake.table(MARKET_OVERVIEW), MARKET_OVERVIEW.columns.empty_table(), DAY1)
     wap.publish(empty)
     assert read_day(lake.table(MARKET_OVERVIEW), DAY1, ("trade_date",)).num_rows == 0
+
+
+def test_a_run_that_read_older_silver_does_not_publish_over_a_newer_result(lake) -> None:
+    from control_plane.defs.gold.assets import audited_overwrite
+
+    table = lake.table(TRADER_ACTIVITY)
+    newer = audited_overwrite(table, activity(DAY1, "NEWER", 2), DAY1, lambda rows: [], silver_read="111@7")
+    assert newer.published_snapshot_id is not None and newer.superseded is None
+    older = audited_overwrite(lake.table(TRADER_ACTIVITY), activity(DAY1, "OLDER", 1), DAY1, lambda rows: [],
+                              silver_read="99@5")
+    assert older.published_snapshot_id is None and "111@7" in older.superseded
+    fresh = lake.table(TRADER_ACTIVITY)
+    assert traders(fresh, DAY1) == [("NEWER", 2)] and set(fresh.metadata.refs) == {"main"}
+    # The same read may publish again (a retry of the newer run), and another day is unaffected.
+    assert audited_overwrite(fresh, activity(DAY1, "NEWER", 3), DAY1, lambda rows: [], silver_read="111@7").superseded is None
+    assert audited_overwrite(fresh, activity(DAY2, "OLDER", 1), DAY2, lambda rows: [], silver_read="99@5").superseded is None
