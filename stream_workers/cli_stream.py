@@ -151,7 +151,7 @@ def cmd_reset_offsets(args: argparse.Namespace, settings: Settings) -> int:
     from schemas.kafka_positions import KafkaPositions
     from stream_workers.reset_offsets import reset_offsets
 
-    kafka = KafkaPositions(settings.kafka_bootstrap_servers)
+    kafka = KafkaPositions.from_settings(settings)
     try:
         positions = kafka.positions([args.topic])[args.topic]
     finally:

@@ -26,7 +26,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 
 from schemas.catalog import open_catalog
 from schemas.kafka_config import kafka_client_config
-from schemas.kafka_positions import KafkaPositionsError, with_retries
+from schemas.kafka_positions import KafkaPositionsError, consumer_watermarks
 from schemas.settings import Settings
 from schemas.topics import RAW_TOPICS
 from schemas.wire import schema_lookup
@@ -409,13 +409,7 @@ class StreamWorker:
 
     def _watermarks(self, topic: str, partition: int, wait_s: float = WATERMARK_WAIT_S) -> tuple[int, int]:
         """(log start, end) of a partition, retrying retriable errors (``schemas.kafka_positions``)."""
-
-        def read(remaining: float) -> tuple[int, int]:
-            low, high = self.consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=min(5.0, remaining), cached=False)
-            return int(low), int(high)
-
-        return with_retries(read, what=f"reading the offsets of {topic}[{partition}]",
-                            bootstrap=self.settings.kafka_bootstrap_servers, wait_s=wait_s)
+        return consumer_watermarks(self.consumer, topic, partition, self.settings.kafka_bootstrap_servers, wait_s)
 
     def _halt(self, topic: str, partition: int, why: str) -> None:
         key = (topic, partition)

@@ -22,6 +22,7 @@ a pure function of their offsets, so "rows at or after the sidecar's own end" is
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
@@ -225,13 +226,19 @@ class LedgerTable:
     def record_offsets(self, topic: str, offsets: Mapping[int, int], note: Mapping[str, str]) -> int | None:
         """Record new next offsets without rows (the operator's ``ticklake reset-offsets``); returns the snapshot id.
 
-        The one write that moves a table's end on purpose; ``note`` goes into the snapshot summary so
-        the history says who moved it, from where and why.
+        The one write that moves a table's end on purpose; each ``note`` (a JSON object) goes into the
+        snapshot summary and is appended to a table property of the same name, so the history says who
+        moved it, from where and why after the snapshot has expired.
         """
         self.table.refresh()
         current = recorded_offsets(self.table)
         merged = {**current, topic: {**current.get(topic, {}), **offsets}}
         self.table.append(self.spec.empty(), snapshot_properties={OFFSETS_PROPERTY: encode_offsets(merged), **note})
+        # Snapshots expire within minutes: the notes are also kept, as a list, in a table property.
+        for name, value in note.items():
+            history = json.loads(self.table.properties.get(name) or "[]")
+            with self.table.transaction() as tx:
+                tx.set_properties({name: json.dumps([*history, json.loads(value)], sort_keys=True)})
         snapshot = self.table.current_snapshot()
         return None if snapshot is None else snapshot.snapshot_id
 

@@ -143,9 +143,10 @@ def test_two_writers_evolving_the_schema_at_once_both_go_on(catalog) -> None:  #
 def test_record_offsets_moves_the_end_without_rows(catalog) -> None:  # type: ignore[no-untyped-def]
     ledger = LedgerTable(catalog, DEAD_LETTERS)
     ledger.commit(TOPIC, {0: (None, 10)}, _rows(0, range(0, 10)))
-    ledger.record_offsets(TOPIC, {0: 0}, {"ticklake.offsets-reset": "test"})
+    ledger.record_offsets(TOPIC, {0: 0}, {"ticklake.offsets-reset": "{\"why\": \"test\"}"})
     assert recorded_offsets(ledger.table) == {TOPIC: {0: 0}}
-    assert ledger.table.current_snapshot().summary["ticklake.offsets-reset"] == "test"
+    assert ledger.table.current_snapshot().summary["ticklake.offsets-reset"] == "{\"why\": \"test\"}"
+    assert ledger.table.properties["ticklake.offsets-reset"] == "[{\"why\": \"test\"}]"
 
 
 def test_a_dead_letter_of_a_failed_batch_is_not_skipped_by_the_next_batch(catalog) -> None:  # type: ignore[no-untyped-def]
