@@ -66,3 +66,13 @@ def test_a_part_that_cannot_start_says_why(production_parts: ProductionParts, tm
     assert "Connection" in caught.value.summary, caught.value.summary  # the JDBC cause, from the server's log
     assert str(rest.log_file) in caught.value.details
     assert iceberg_rest.pid(rest) is None
+
+
+def test_a_broker_whose_storage_cannot_be_formatted_says_why(tmp_path: Path) -> None:
+    """`ticklake broker start` used to end with "formatting Kafka storage ... failed (exit 1)" and nothing more."""
+    (tmp_path / "kraft").write_text("a file where the log dir should be")
+    port, controller = _free_ports(2)
+    with pytest.raises(broker.BrokerError) as caught:
+        broker.start(broker.BrokerConfig(port=port, controller_port=controller, data_dir=tmp_path), wait_s=30)
+    assert caught.value.summary.endswith("failed (exit 1): No available log directories to format.")
+    assert "I/O error trying to read log directory" in caught.value.details
