@@ -20,9 +20,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.production]
 
 
 def _ride_out(lake: ProductionLake, tmp_path: Path, group: str, outage_s: float, down, up) -> WorkerProcess:  # type: ignore[no-untyped-def]
-    """Stream ~20 s of traffic; once the worker committed, take a part down for ``outage_s``, bring it back; drain."""
-    config = GeneratorConfig(symbols=SYMBOLS, trades=20_000, seed=31, duplicates=0.02, corrections=0.01)
-    producer, result = _publish_in_background(lake, config, rate=1_500)
+    """Stream ~17 s of traffic; once the worker committed, take a part down for ``outage_s``, bring it back; drain."""
+    config = GeneratorConfig(symbols=SYMBOLS, trades=10_000, seed=31, duplicates=0.02, corrections=0.01)
+    producer, result = _publish_in_background(lake, config, rate=800)
     worker = _worker(lake, group, tmp_path / "host-a")
     try:
         worker.wait_for("committed", timeout=120)
@@ -74,8 +74,8 @@ def test_rest_catalog_restarted_mid_stream(lake: ProductionLake, tmp_path: Path)
 
 def test_worker_host_lost(lake: ProductionLake, tmp_path: Path) -> None:
     """Host A disappears (process SIGKILLed, its local dir deleted); a worker on host B takes over, exactly."""
-    config = GeneratorConfig(symbols=SYMBOLS, trades=16_000, seed=32, duplicates=0.02)
-    producer, result = _publish_in_background(lake, config, rate=1_500)
+    config = GeneratorConfig(symbols=SYMBOLS, trades=10_000, seed=32, duplicates=0.02)
+    producer, result = _publish_in_background(lake, config, rate=1_000)
     a = _worker(lake, "g-fault-host", tmp_path / "host-a")
     b = None
     try:

@@ -71,9 +71,9 @@ def _joined(thread: threading.Thread, result: dict):  # type: ignore[no-untyped-
 @BOTH
 def test_kill9_exactly_once(lake: ProductionLake, tmp_path: Path) -> None:
     """Bronze and silver exact while the worker is SIGKILLed three times mid-stream (and its host dir wiped)."""
-    config = GeneratorConfig(symbols=SYMBOLS, trades=24_000, seed=21, duplicates=0.05, corrections=0.01, late=0.05,
+    config = GeneratorConfig(symbols=SYMBOLS, trades=12_000, seed=21, duplicates=0.05, corrections=0.01, late=0.05,
                              max_lateness=dt.timedelta(hours=2))
-    producer, result = _publish_in_background(lake, config, rate=1_500, bad=0.01, invalid=0.005)  # ~22 s of traffic
+    producer, result = _publish_in_background(lake, config, rate=700, bad=0.01, invalid=0.005)  # ~24 s of traffic
     rng = random.Random(5)
     worker = _worker(lake, "g-prod-kill", tmp_path / "host-a")
     kills = 0
@@ -97,12 +97,12 @@ def test_kill9_exactly_once(lake: ProductionLake, tmp_path: Path) -> None:
 
 def test_two_workers_rebalance(lake: ProductionLake, tmp_path: Path) -> None:
     """Two workers on two "hosts" split the partitions; one leaves mid-stream, the other takes over, exactly."""
-    config = GeneratorConfig(symbols=SYMBOLS, trades=16_000, seed=22, duplicates=0.02)
+    config = GeneratorConfig(symbols=SYMBOLS, trades=10_000, seed=22, duplicates=0.02)
     a = _worker(lake, "g-prod-pair", tmp_path / "host-a")
     b = _worker(lake, "g-prod-pair", tmp_path / "host-b")
     a.wait_for("assigned {", timeout=120)
     b.wait_for("assigned {", timeout=120)
-    producer, result = _publish_in_background(lake, config, rate=3_000)
+    producer, result = _publish_in_background(lake, config, rate=2_000)
     time.sleep(5)
     a_assigned = [line for line in a.log().splitlines() if "assigned {" in line]
     b_assigned = [line for line in b.log().splitlines() if "assigned {" in line]
@@ -152,7 +152,7 @@ def test_gold_materializes_on_the_production_catalog(lake: ProductionLake, tmp_p
     from control_plane.resources import LakeResource
 
     day = dt.date(2024, 1, 2)
-    summary = publish(lake.settings, generate(GeneratorConfig(symbols=SYMBOLS[:12], trades=3_000, seed=25, start=day, end=day)),
+    summary = publish(lake.settings, generate(GeneratorConfig(symbols=SYMBOLS[:12], trades=1_500, seed=25, start=day, end=day)),
                       show_progress=False)
     worker = _worker(lake, "g-prod-gold", tmp_path / "host-a")
     try:
