@@ -541,15 +541,10 @@ def _bootstrap_of(target: KafkaTarget) -> str:
 
 
 def _positions(target: KafkaTarget, wait_s: float) -> KafkaPositions:
-    """A ``KafkaPositions`` reader for ``target``, authenticated when the target carries security settings.
-
-    ``KafkaPositions`` takes a bootstrap string only, so its admin client is swapped for one built from the
-    full config (until it accepts a client config itself); errors still name only the bootstrap address.
-    """
-    positions = KafkaPositions(_bootstrap_of(target), wait_s=wait_s)
-    if not isinstance(target, str):
-        positions._admin = _admin(target)
-    return positions
+    """A ``KafkaPositions`` reader for ``target``, authenticated when the target carries security settings
+    (its errors name only the bootstrap address, never credentials)."""
+    config = None if isinstance(target, str) else dict(target)
+    return KafkaPositions(_bootstrap_of(target), wait_s=wait_s, client_config=config)
 
 
 def _list_topics(admin: AdminClient, bootstrap: str, timeout_s: float) -> ClusterMetadata:
