@@ -34,7 +34,7 @@ def synthetic_trades(n: int, day: dt.date, symbols: int, traders: int, seed: int
     from schemas.tables.silver import SILVER_TRADES
 
     rng = np.random.default_rng(seed)
-    open_at = dt.datetime.combine(day, NEW_YORK_OPEN_UTC, dt.timezone.utc)
+    open_at = dt.datetime.combine(day, NEW_YORK_OPEN_UTC, dt.UTC)
     micros = int(open_at.timestamp() * 1_000_000) + np.sort(rng.integers(0, int(SESSION_SECONDS * 1e6), n))
     symbol_idx = np.minimum((rng.pareto(1.2, n)).astype(np.int64), symbols - 1)
     base = np.random.default_rng(seed ^ 0x5EED).uniform(20, 500, symbols)
@@ -122,7 +122,11 @@ def duckdb_direct(lake, day: dt.date) -> dict[str, float]:
     from control_plane.defs.gold import ledger
     from control_plane.defs.gold import sql as gold_sql
     from schemas.tables.dims import DIM_SYMBOL, DIM_TRADER
-    from schemas.tables.silver import SILVER_MARKET_DATA, SILVER_ORDERBOOK, SILVER_TRADES
+    from schemas.tables.silver import (
+        SILVER_MARKET_DATA,
+        SILVER_ORDERBOOK,
+        SILVER_TRADES,
+    )
 
     trade_files, book_files = parquet_files(lake, SILVER_TRADES, day), parquet_files(lake, SILVER_ORDERBOOK, day)
     con = gold_sql.connect(seed=ledger.empty_seed())

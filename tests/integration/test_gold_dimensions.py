@@ -18,7 +18,12 @@ from control_plane.definitions import build_definitions
 from control_plane.defs.gold.enriched import BARS_KEY, SECTOR_KEY
 from control_plane.resources import LakeResource
 from schemas.tables.dims import DIM_SYMBOL, DIM_TRADER, OPEN_END
-from schemas.tables.gold import DESK_PERFORMANCE, INTRADAY_BARS, SECTOR_DAILY, UNCLASSIFIED
+from schemas.tables.gold import (
+    DESK_PERFORMANCE,
+    INTRADAY_BARS,
+    SECTOR_DAILY,
+    UNCLASSIFIED,
+)
 from schemas.tables.silver import SILVER_MARKET_DATA, SILVER_ORDERBOOK, SILVER_TRADES
 from tests.unit.control_plane import gold_days as g
 from tests.unit.control_plane.lakes import append, make_lake, rows_of
@@ -135,7 +140,7 @@ def test_intraday_bars_roll_up_silver_market_data(lake, instance) -> None:
     assert [r["bars"] for r in aapl] == [2, 1]
     first = aapl[0]
     assert (first["open"], first["high"], first["low"], first["close"], first["volume"]) == (100.0, 103.0, 99.5, 102.0, 1500.0)
-    assert first["hour_start"] == dt.datetime(2024, 1, 2, 14, tzinfo=dt.timezone.utc)
+    assert first["hour_start"] == dt.datetime(2024, 1, 2, 14, tzinfo=dt.UTC)
 
 
 def test_negative_bar_volume_is_never_published(lake, instance) -> None:

@@ -8,15 +8,21 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-import pytest
 import pyarrow as pa
-import pyarrow.compute  # noqa: F401  (pa.compute)
-from dagster import AssetKey, DagsterInstance, Definitions, JobDefinition, build_sensor_context
+import pyarrow.compute
+import pytest
+from dagster import (
+    AssetKey,
+    DagsterInstance,
+    Definitions,
+    JobDefinition,
+    build_sensor_context,
+)
 
 from control_plane.definitions import build_definitions
-from control_plane.defs.gold.assets import OVERVIEW_KEY, POSITIONS_KEY, SUMMARY_KEY
-from control_plane.resources import LakeResource
+from control_plane.defs.gold.assets import POSITIONS_KEY, SUMMARY_KEY
 from control_plane.defs.gold.sensors import silver_late_changes
+from control_plane.resources import LakeResource
 from schemas.tables.gold import (
     DAILY_TRADING_SUMMARY,
     MARKET_OVERVIEW,

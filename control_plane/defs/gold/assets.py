@@ -9,8 +9,8 @@ readers see) move to it; a failed audit keeps the published partition and fails 
 
 import datetime as dt
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
 
 import pyarrow as pa
 from dagster import (
@@ -32,7 +32,12 @@ from pyiceberg.table import Table
 
 from control_plane.defs.gold import ledger, wap
 from control_plane.defs.gold import sql as gold_sql
-from control_plane.defs.gold.audits import Audit, positive, reconcile, win_rates_in_range
+from control_plane.defs.gold.audits import (
+    Audit,
+    positive,
+    reconcile,
+    win_rates_in_range,
+)
 from control_plane.lake_io import as_day, days_present, read_day, read_days
 from control_plane.layers import (
     GOLD_POOL,

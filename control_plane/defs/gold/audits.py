@@ -7,8 +7,8 @@ tolerance of ``RELATIVE_TOLERANCE`` (gold stores its sums as DOUBLE; silver is s
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import duckdb
 import pyarrow as pa

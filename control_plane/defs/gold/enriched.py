@@ -7,7 +7,7 @@ audits include the integrity of the SCD2 history the join reads, so a broken his
 """
 
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import pyarrow as pa
 from dagster import (
@@ -33,12 +33,23 @@ from control_plane.defs.gold.assets import (
     refused,
     rows_metadata,
 )
-from control_plane.defs.gold.audits import Audit, non_negative, reconcile, scd2_integrity
+from control_plane.defs.gold.audits import (
+    Audit,
+    non_negative,
+    reconcile,
+    scd2_integrity,
+)
 from control_plane.lake_io import as_day, read_day
 from control_plane.layers import GOLD_POOL, GOLD_RETRY, TRADING_DAYS, asset_key
 from control_plane.rebuilds import silver_read_marker
 from control_plane.resources import LakeResource
-from schemas.tables.dims import DIM_SYMBOL, DIM_TRADER, SYMBOLS, TRADERS, ReferenceDimension
+from schemas.tables.dims import (
+    DIM_SYMBOL,
+    DIM_TRADER,
+    SYMBOLS,
+    TRADERS,
+    ReferenceDimension,
+)
 from schemas.tables.gold import (
     DAILY_TRADING_SUMMARY,
     DESK_PERFORMANCE,
@@ -113,7 +124,7 @@ def sector_daily(context: AssetExecutionContext, lake: LakeResource) -> Iterator
         summary = read_day(lake.table(DAILY_TRADING_SUMMARY), day, DAILY_TRADING_SUMMARY.columns.names)
         rows = gold_sql.sector_daily(as_of_join(summary, history, fact_key="symbol", on="trade_date", columns=["sector"]))
 
-        def audit(staged: pa.Table) -> list[Audit]:
+        def audit(staged: pa.Table, summary: pa.Table = summary) -> list[Audit]:
             return [integrity, reconcile("reconciles_with_summary", staged, summary, (), GOLD_TOTALS, GOLD_TOTALS)]
 
         outcome = audited_overwrite(gold_table(lake, SECTOR_DAILY), rows, day, audit, context.run_id[:8])
@@ -170,7 +181,7 @@ def desk_performance(context: AssetExecutionContext, lake: LakeResource) -> Iter
         rows = gold_sql.desk_performance(
             as_of_join(performance, history, fact_key="trader_id", on="trade_date", columns=["desk"]))
 
-        def audit(staged: pa.Table) -> list[Audit]:
+        def audit(staged: pa.Table, performance: pa.Table = performance) -> list[Audit]:
             return [integrity, reconcile("reconciles_with_trader_performance", staged, performance, (), totals, totals)]
 
         outcome = audited_overwrite(gold_table(lake, DESK_PERFORMANCE), rows, day, audit, context.run_id[:8])

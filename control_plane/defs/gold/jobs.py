@@ -8,9 +8,15 @@ later day already built are rebuilt together in one run, oldest first.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Sequence
+from collections.abc import Sequence
 
-from dagster import AssetCheckKey, AssetKey, AssetSelection, RunRequest, define_asset_job
+from dagster import (
+    AssetCheckKey,
+    AssetKey,
+    AssetSelection,
+    RunRequest,
+    define_asset_job,
+)
 
 from control_plane.checks import RANGE_END_TAG, RANGE_START_TAG, SILVER_CHECK_KEYS
 from control_plane.defs.gold.assets import (

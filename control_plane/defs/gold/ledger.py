@@ -161,10 +161,8 @@ def _replay(trader_of, symbol_of, n_traders, n_symbols, is_trade, today, signed_
             notional[t] += abs(q) * p
             realized_today[t] += gain
             cum += gain
-            if cum > peak:
-                peak = cum
-            if peak - cum > drawdown[t]:
-                drawdown[t] = peak - cum
+            peak = max(peak, cum)
+            drawdown[t] = max(drawdown[t], peak - cum)
     return (
         trades_today, volume, notional, realized_today, trips, wins, drawdown,
         pos_trader[:n_pos], pos_symbol[:n_pos], pos_qty[:n_pos], pos_cost[:n_pos], pos_trip[:n_pos],

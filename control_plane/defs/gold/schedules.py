@@ -26,7 +26,7 @@ MONTHLY_CRON = "0 3 1 * *"
 
 
 def _scheduled_day(context: ScheduleEvaluationContext) -> dt.datetime:
-    at = context.scheduled_execution_time or dt.datetime.now(dt.timezone.utc)
+    at = context.scheduled_execution_time or dt.datetime.now(dt.UTC)
     return at.astimezone(NEW_YORK)
 
 

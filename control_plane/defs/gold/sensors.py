@@ -24,13 +24,25 @@ from pyiceberg.table import Table
 
 from control_plane.defs.gold.assets import SUMMARY_KEY, TRADER_ACTIVITY_KEY
 from control_plane.defs.gold.enriched import DESK_KEY, SECTOR_KEY
-from control_plane.defs.gold.jobs import RANGE_KEYS, gold_job, range_request, rebuild_requests
+from control_plane.defs.gold.jobs import (
+    RANGE_KEYS,
+    gold_job,
+    range_request,
+    rebuild_requests,
+)
 from control_plane.lake_io import days_present
 from control_plane.rebuilds import coalesce, waiting_rebuilds
 from control_plane.resources import LakeResource
 from control_plane.table_care import MAINTENANCE_PROPERTY
 from schemas.offsets import snapshot_ancestry
-from schemas.tables.dims import DIM_SYMBOL, DIM_TRADER, REFERENCE_FILE_PATTERN, REFERENCE_FILE_PROPERTY, SYMBOLS, TRADERS
+from schemas.tables.dims import (
+    DIM_SYMBOL,
+    DIM_TRADER,
+    REFERENCE_FILE_PATTERN,
+    REFERENCE_FILE_PROPERTY,
+    SYMBOLS,
+    TRADERS,
+)
 from schemas.tables.gold import PORTFOLIO_POSITIONS
 from schemas.tables.silver import SILVER_MARKET_DATA, SILVER_ORDERBOOK, SILVER_TRADES
 from schemas.tables.spec import TableSpec

@@ -7,7 +7,7 @@ and can be launched from the UI at any time.
 
 
 import datetime as dt
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 from dagster import (
     AssetCheckExecutionContext,
@@ -25,7 +25,13 @@ from dagster import (
 
 from control_plane.defs.gold.assets import GOLD_KEYS, TRADER_ACTIVITY_KEY
 from control_plane.lake_io import days_present
-from control_plane.layers import GOLD_DEADLINE, GOLD_DEADLINE_CRON, NEW_YORK, NEW_YORK_TZ, sessions_between
+from control_plane.layers import (
+    GOLD_DEADLINE,
+    GOLD_DEADLINE_CRON,
+    NEW_YORK,
+    NEW_YORK_TZ,
+    sessions_between,
+)
 from control_plane.resources import LakeResource
 from schemas.tables.silver import SILVER_TRADES
 
@@ -65,7 +71,7 @@ def missing_sessions(built: Iterable[str], first: dt.date, through: dt.date) -> 
     description="Gold against the XNYS calendar: fresh through the last session and no session missing.",
 )
 def gold_sessions(context: AssetCheckExecutionContext, lake: LakeResource) -> Iterator[AssetCheckResult]:
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     silver_days = days_present(lake.table(SILVER_TRADES))
     for check_key in sorted(context.selected_asset_check_keys, key=lambda k: (k.asset_key.to_user_string(), k.name)):
         yield evaluate(check_key, context.instance.get_materialized_partitions(check_key.asset_key), silver_days, now)

@@ -14,8 +14,9 @@ import datetime as dt
 import logging
 import time
 import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable, TypeVar
+from typing import TypeVar
 
 import pyarrow as pa
 from pyiceberg.exceptions import CommitFailedException

@@ -6,7 +6,6 @@ terms of the lot's total cost (n x c) rather than its average.
 
 from __future__ import annotations
 
-import datetime as dt
 from fractions import Fraction
 
 import pyarrow as pa

@@ -6,7 +6,13 @@ import datetime as dt
 
 from dagster import AssetCheckKey, AssetKey
 
-from control_plane.defs.gold.sessions import COMPLETE, FRESH, evaluate, last_due_session, missing_sessions
+from control_plane.defs.gold.sessions import (
+    COMPLETE,
+    FRESH,
+    evaluate,
+    last_due_session,
+    missing_sessions,
+)
 from control_plane.layers import NEW_YORK, TRADING_DAYS, session_partitions
 
 

@@ -72,9 +72,9 @@ def test_trader_activity_per_hour() -> None:
     out = gold_sql.trader_activity(g.silver_trades(day=g.DAY1))
     assert out.schema == TRADER_ACTIVITY.columns
     rows = by(out, "trader_id", "hour_start")
-    ten = dt.datetime(2024, 1, 2, 15, tzinfo=dt.timezone.utc)  # 10:00-10:59 New York
+    ten = dt.datetime(2024, 1, 2, 15, tzinfo=dt.UTC)  # 10:00-10:59 New York
     # B at 10:05 sold 5 AAPL @120; A at 10:00 bought 10 AAPL @110.
     assert rows[("A", ten)]["trade_count"] == 1 and rows[("A", ten)]["total_notional"] == 1100.0
-    nine = dt.datetime(2024, 1, 2, 14, tzinfo=dt.timezone.utc)
+    nine = dt.datetime(2024, 1, 2, 14, tzinfo=dt.UTC)
     assert rows[("B", nine)]["distinct_symbols"] == 1 and rows[("B", ten)]["total_volume"] == 5.0
     assert sum(r["trade_count"] for r in out.to_pylist()) == 9

@@ -14,7 +14,7 @@ DAY1, DAY2 = dt.date(2024, 1, 2), dt.date(2024, 1, 3)
 
 
 def activity(day: dt.date, trader: str, count: int) -> pa.Table:
-    hour = dt.datetime.combine(day, dt.time(15), dt.timezone.utc)
+    hour = dt.datetime.combine(day, dt.time(15), dt.UTC)
     return pa.Table.from_pylist([{
         "trade_date": day, "trader_id": trader, "hour_start": hour, "trade_count": count,
         "total_volume": 1.0, "total_notional": 1.0, "distinct_symbols": 1,
