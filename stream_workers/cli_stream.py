@@ -15,12 +15,14 @@ from schemas.topics import RAW_TOPICS
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from schemas.kafka_config import kafka_client_config
     from schemas.topics import default_topics
     from stream_workers.broker import create_topics, wait_ready
 
     # Under a process manager the broker may still be starting: wait, then make sure the topics exist.
-    wait_ready(settings.kafka_bootstrap_servers, timeout=args.wait_broker)
-    create_topics(settings.kafka_bootstrap_servers, default_topics(), partitions=settings.topic_partitions)
+    kafka = kafka_client_config(settings)
+    wait_ready(kafka, timeout=args.wait_broker)
+    create_topics(kafka, default_topics(), partitions=settings.topic_partitions)
     from stream_workers.engine import tune_gc_for_batches
 
     tune_gc_for_batches()
