@@ -51,9 +51,14 @@ WITH legs AS (
 SELECT * FROM legs
 """
 
+# Last trade price per symbol (latest trade_timestamp, then greatest trade_id), else the carried one.
+# Two plain aggregates instead of arg_max over a (timestamp, id) struct: a third of the CPU at 5M trades.
 _LAST_PRICES_SQL = """
+WITH newest AS (SELECT symbol, max(trade_timestamp) AS at FROM trades GROUP BY symbol)
 SELECT symbol, last_price FROM (
-    SELECT symbol, arg_max(price, (trade_timestamp, trade_id)) AS last_price FROM trades GROUP BY symbol
+    SELECT t.symbol, arg_max(t.price, t.trade_id) AS last_price
+    FROM trades t JOIN newest n ON t.symbol = n.symbol AND t.trade_timestamp = n.at
+    GROUP BY t.symbol
     UNION ALL BY NAME
     SELECT symbol, max(last_price) AS last_price FROM seed
     WHERE symbol NOT IN (SELECT symbol FROM trades) GROUP BY symbol

@@ -248,3 +248,16 @@ def test_realized_pnl_equals_cash_flow_whenever_the_position_is_flat(legs: list[
         result = ledger.average_cost_day(as_silver(prefix), ledger.empty_seed(), g.DAY1.isoformat())
         assert result.positions.num_rows == 0
         assert result.performance.to_pylist()[0]["realized_pnl"] == pytest.approx(float(cash), rel=1e-9, abs=1e-6)
+
+
+def test_ties_in_time_follow_trade_id_for_the_pass_and_the_last_price() -> None:
+    """Same trader, same instant: trade_id orders the trades (buy T1 then sell T2 realizes 10 x (12 - 10))."""
+    rows = [
+        ("T2", g.DAY1, "09:30", "A", "SELL", 10, "AAPL", 12.0),
+        ("T1", g.DAY1, "09:30", "A", "BUY", 10, "AAPL", 10.0),
+        ("T3", g.DAY1, "09:30", "B", "BUY", 5, "AAPL", 11.0),
+    ]
+    result = ledger.average_cost_day(g.silver_trades(rows), ledger.empty_seed(), "2024-01-02")
+    assert by(result.performance, "trader_id")["A"]["realized_pnl"] == pytest.approx(20.0)
+    (position,) = result.positions.to_pylist()
+    assert (position["trader_id"], position["last_price"]) == ("B", 11.0)  # T3 is the greatest id at 09:30
