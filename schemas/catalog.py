@@ -19,6 +19,7 @@ from schemas.settings import Settings
 # send (501 x-amz-checksum-*, 400 XAmzContentSHA256Mismatch on UploadPart); pyarrow's SDK reads these two.
 S3_CHECKSUM_ENV = {"AWS_REQUEST_CHECKSUM_CALCULATION": "when_required", "AWS_RESPONSE_CHECKSUM_VALIDATION": "when_required"}
 CONNECT_TIMEOUT_S = 10
+CREATE_RACE_ATTEMPTS = 3
 
 
 class CatalogUnreachable(ConnectionError):
@@ -67,12 +68,23 @@ def open_catalog(settings: Settings) -> Catalog:
     if "s3.endpoint" in props:
         for key, value in S3_CHECKSUM_ENV.items():
             os.environ.setdefault(key, value)  # before pyarrow creates its first S3 client in this process
-    try:
-        return load_catalog(settings.iceberg_catalog_name, **props)
-    except Exception as exc:  # sqlalchemy OperationalError, requests ConnectionError, ...: all mean "not there"
-        if not _is_connection_failure(exc):
-            raise
-        raise CatalogUnreachable(f"Iceberg {catalog_address(settings)} is unreachable: {_first_line(exc)}") from None
+    for attempt in range(CREATE_RACE_ATTEMPTS):
+        try:
+            return load_catalog(settings.iceberg_catalog_name, **props)
+        except Exception as exc:  # sqlalchemy OperationalError, requests ConnectionError, ...: all mean "not there"
+            if _lost_create_race(exc) and attempt + 1 < CREATE_RACE_ATTEMPTS:
+                continue  # another process created the SQL catalog's own tables first: they exist now
+            if not _is_connection_failure(exc):
+                raise
+            raise CatalogUnreachable(f"Iceberg {catalog_address(settings)} is unreachable: {_first_line(exc)}") from None
+    raise AssertionError("not reached")
+
+
+def _lost_create_race(exc: BaseException) -> bool:
+    """pyiceberg's SQL catalog creates its tables on first open; workers starting together on a fresh PostgreSQL
+    database race, and the losers get DuplicateTable / UniqueViolation (pg_type) for ``iceberg_tables``."""
+    names = {type(e).__name__ for e in _chain(exc)} | {type(getattr(e, "orig", None)).__name__ for e in _chain(exc)}
+    return bool(names & {"DuplicateTable", "UniqueViolation", "IntegrityError"}) or "already exists" in str(exc)
 
 
 def _is_connection_failure(exc: BaseException) -> bool:

@@ -76,3 +76,38 @@ def test_a_broker_whose_storage_cannot_be_formatted_says_why(tmp_path: Path) -> 
         broker.start(broker.BrokerConfig(port=port, controller_port=controller, data_dir=tmp_path), wait_s=30)
     assert caught.value.summary.endswith("failed (exit 1): No available log directories to format.")
     assert "I/O error trying to read log directory" in caught.value.details
+
+
+def test_workers_opening_a_fresh_postgres_catalog_together_all_succeed(production_parts: ProductionParts) -> None:
+    """pyiceberg creates its catalog tables on first open: N workers starting at once on a fresh database race."""
+    import threading
+    import uuid
+
+    from schemas.catalog import open_catalog
+    from schemas.settings import Settings
+
+    pg = production_parts.pg
+    database = f"fresh_{uuid.uuid4().hex[:8]}"
+    conn = postgres._connect(pg, "postgres")
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{database}"')
+    conn.close()
+    settings = Settings.from_env({"ICEBERG_CATALOG_URI": pg.sqlalchemy_uri(database), "ICEBERG_WAREHOUSE": "s3://ticklake/fresh",
+                                  **production_parts.s3_env()})
+    errors: list[BaseException] = []
+    start = threading.Barrier(6)
+
+    def open_one() -> None:
+        start.wait()
+        try:
+            open_catalog(settings).list_namespaces()
+        except BaseException as exc:  # collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_one) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
