@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import shutil
 import tempfile
@@ -24,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+
+from schemas.settings import REPO_ROOT
 
 NEW_YORK_OPEN_UTC = dt.time(14, 30)  # 09:30 New York in January (EST)
 SESSION_SECONDS = 6.5 * 3600
@@ -197,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--traders", type=int, default=2_000)
     parser.add_argument("--lake", type=Path, help="lake folder (default: a temporary one)")
     parser.add_argument("--keep", action="store_true", help="keep the lake folder afterwards")
+    parser.add_argument("--json", type=Path, default=REPO_ROOT / "reports" / "bench_gold.json",
+                        help="where the figures are written (read by load_tests.bench_all)")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
 
@@ -224,6 +229,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'whole run (wall)':{width}}{total:>19.2f}s{sum(direct.values()):>19.2f}s")
         print("\nDagster + Iceberg: pyiceberg scan -> Arrow -> DuckDB -> staged on a branch, audited, published, "
               "run bookkeeping.\nDuckDB on Parquet: the same SQL over the day's silver files, results kept in memory.")
+        report = {
+            "command": "python -m load_tests.bench_gold" + ("" if args.trades == 5_000_000 else f" --trades {args.trades}"),
+            "measured_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "trades": trades, "machine_cpus": os.cpu_count(), "load_average_1m_at_end": os.getloadavg()[0],
+            "dagster_iceberg_s": round(total, 2), "duckdb_parquet_s": round(sum(direct.values()), 2),
+            "ratio": round(total / sum(direct.values()), 2),
+            "steps_dagster_s": {k: round(v, 2) for k, v in steps.items()},
+            "steps_duckdb_s": {k: round(v, 2) for k, v in direct.items()},
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2))
+        print(args.json)
     finally:
         if not args.keep and args.lake is None:
             shutil.rmtree(folder, ignore_errors=True)
