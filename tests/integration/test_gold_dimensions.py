@@ -196,3 +196,29 @@ def test_a_sector_change_rebuilds_sector_gold_from_its_effective_day(lake, insta
     assert run.success
     assert set(by(rows_of(lake, SECTOR_DAILY, g.DAY2), "sector")) == {"Hardware", "Semiconductors"}
     assert set(by(rows_of(lake, SECTOR_DAILY, g.DAY1), "sector")) == {"Technology", UNCLASSIFIED}  # day 1 as it was
+
+
+def test_a_change_effective_on_the_first_day_rebuilds_every_built_day_in_one_run(lake, instance) -> None:
+    from dagster import build_sensor_context
+
+    from control_plane.defs.gold.sensors import dimension_changes
+    from schemas.tables.dims import REFERENCE_FILE_PROPERTY
+
+    for day in (g.DAY1, g.DAY2):
+        assert build_day(lake, instance, day).success
+    defs = build_definitions({"lake": lake})
+    first = dimension_changes(build_sensor_context(instance=instance, resources={"lake": lake}, definitions=defs))
+    nvda = scd2(DIM_SYMBOL, "symbol", SYMBOL_HISTORY + [
+        ("NVDA", {"company_name": "Nvidia", "sector": "Semiconductors", "market_cap_bucket": "mega"}, START, OPEN_END)])
+    lake.table(DIM_SYMBOL).overwrite(nvda, snapshot_properties={REFERENCE_FILE_PROPERTY: "symbols_v0002_2024-01-01.csv"})
+    (request,) = dimension_changes(build_sensor_context(instance=instance, resources={"lake": lake}, cursor=first.cursor,
+                                                        definitions=defs)).run_requests
+    assert request.partition_key is None
+    assert (request.tags["dagster/asset_partition_range_start"], request.tags["dagster/asset_partition_range_end"]) == (
+        "2024-01-02", "2024-01-03")
+    run = defs.resolve_job_def("gold_job").execute_in_process(
+        instance=instance, tags=request.tags, asset_selection=request.asset_selection, raise_on_error=False)
+    assert run.success
+    for day in (g.DAY1, g.DAY2):
+        assert UNCLASSIFIED not in by(rows_of(lake, SECTOR_DAILY, day), "sector"), day
+        assert "Semiconductors" in by(rows_of(lake, SECTOR_DAILY, day), "sector"), day
