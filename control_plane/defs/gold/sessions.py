@@ -63,8 +63,8 @@ def missing_sessions(built: Iterable[str], first: dt.date, through: dt.date) -> 
         for spec in (
             AssetCheckSpec(FRESH, asset=key, description="The last session whose 19:00 New York deadline has "
                            "passed has a materialized partition (sessions only: holidays never alarm)."),
-            AssetCheckSpec(COMPLETE, asset=key, description="Every NYSE session from the first day silver or "
-                           "gold holds through the last due session has a materialized partition."),
+            AssetCheckSpec(COMPLETE, asset=key, description="Every NYSE session between the first and the last "
+                           "day silver or gold holds (up to the last due session) has a materialized partition."),
         )
     ],
     can_subset=True,
@@ -78,9 +78,13 @@ def gold_sessions(context: AssetCheckExecutionContext, lake: LakeResource) -> It
 
 
 def evaluate(check_key: AssetCheckKey, built: set[str], silver_days: list[dt.date], now: dt.datetime) -> AssetCheckResult:
-    """One calendar check of one asset, from its materialized partition keys and silver's days."""
-    starts = [dt.date.fromisoformat(k) for k in built] + silver_days[:1]
-    first = min(starts) if starts else None
+    """One calendar check of one asset, from its materialized partition keys and the days silver holds.
+
+    Freshness looks at the tail (the last due session); completeness at holes: every session between the
+    first and the last day silver or gold knows (never past the last due session).
+    """
+    known = sorted({dt.date.fromisoformat(k) for k in built} | set(silver_days))
+    first = known[0] if known else None
     due = last_due_session(now, first) if first else None
     meta: dict[str, object] = {"first_day": str(first), "last_due_session": str(due)}
     if due is None:
@@ -89,10 +93,11 @@ def evaluate(check_key: AssetCheckKey, built: set[str], silver_days: list[dt.dat
     if check_key.name == FRESH:
         return AssetCheckResult(asset_key=check_key.asset_key, check_name=FRESH, passed=due.isoformat() in built,
                                 metadata=meta)
-    missing = missing_sessions(built, first, due)
+    through = min(due, known[-1])
+    missing = missing_sessions(built, first, through)
     return AssetCheckResult(
         asset_key=check_key.asset_key, check_name=COMPLETE, passed=not missing,
-        metadata={**meta, "missing_sessions": len(missing),
+        metadata={**meta, "through": through.isoformat(), "missing_sessions": len(missing),
                   "first_missing": ", ".join(d.isoformat() for d in missing[:MISSING_SHOWN])},
     )
 

@@ -61,3 +61,15 @@ def test_completeness_counts_from_silver_s_first_day() -> None:
     whole = evaluate(AssetCheckKey(key, COMPLETE), {"2024-07-01", "2024-07-02", "2024-07-03"}, [dt.date(2024, 7, 1)],
                      ny("2024-07-05", "18:00"))  # 5 July not due before 19:00
     assert whole.passed
+
+
+def test_a_stale_lake_is_complete_but_not_fresh() -> None:
+    """Silver and gold hold 1-2 July only: no hole between them, but the sessions since are not built."""
+    key = AssetKey(["gold", "daily_trading_summary"])
+    built, silver = {"2024-07-01", "2024-07-02"}, [dt.date(2024, 7, 1), dt.date(2024, 7, 2)]
+    later = ny("2024-08-15", "20:00")
+    assert evaluate(AssetCheckKey(key, COMPLETE), built, silver, later).passed
+    assert not evaluate(AssetCheckKey(key, FRESH), built, silver, later).passed
+    # Silver gained 2 August, gold did not: that session is a hole.
+    hole = evaluate(AssetCheckKey(key, COMPLETE), built, [*silver, dt.date(2024, 8, 2)], later)
+    assert not hole.passed and hole.metadata["through"].value == "2024-08-02"
