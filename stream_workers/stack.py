@@ -135,6 +135,7 @@ def up(stack: ProductionStack, *, replay_trades: int, days: tuple[dt.date, dt.da
     if stack.catalog == "rest":
         state["iceberg_rest"] = iceberg_rest.start(stack.rest())
         _save_state(stack, state)
+    _create_tables(Settings.from_env(env))
     kafka = stack.kafka()
     state["kafka"] = broker.start(kafka).pid
     _save_state(stack, state)
@@ -186,6 +187,16 @@ def down(stack: ProductionStack) -> list[str]:
 
 
 # --- internals -----------------------------------------------------------------------------------------------
+
+
+def _create_tables(settings: Settings) -> None:
+    """Create the streaming tables once, before N workers start at the same moment and race to create them."""
+    from schemas.catalog import open_catalog
+    from schemas.tables import BRONZE_BY_TOPIC, DEAD_LETTERS, SILVER_BY_TOPIC, SILVER_REJECTS, ensure_table
+
+    catalog = open_catalog(settings)
+    for spec in (*BRONZE_BY_TOPIC.values(), DEAD_LETTERS, *SILVER_BY_TOPIC.values(), SILVER_REJECTS):
+        ensure_table(catalog, spec)
 
 
 def _base_env() -> dict[str, str]:
