@@ -26,7 +26,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 
 from schemas.catalog import open_catalog
 from schemas.kafka_config import kafka_client_config
-from schemas.kafka_positions import KafkaPositionsError, consumer_watermarks
+from schemas.kafka_positions import KafkaPositions, KafkaPositionsError, PartitionPositions
 from schemas.settings import Settings
 from schemas.topics import RAW_TOPICS
 from schemas.wire import schema_lookup
@@ -44,8 +44,7 @@ LAG_REPORT_S = 5.0
 HALTED_RECHECK_S = 15.0
 # Consecutive failed recoveries of one topic before the worker gives up and exits for its process manager.
 MAX_CONSECUTIVE_FAILURES = 40
-WATERMARK_WAIT_S = 20.0
-LAG_WAIT_S = 1.0
+KAFKA_WAIT_S = 20.0
 
 
 @dataclass
@@ -107,6 +106,7 @@ class StreamWorker:
         metrics: "WorkerMetrics | None" = None,
         consumer: Consumer | None = None,
         dlq_producer: Producer | None = None,
+        kafka_positions: KafkaPositions | None = None,
     ) -> None:
         self.settings = settings
         self.topics = topics
@@ -114,7 +114,8 @@ class StreamWorker:
         self._on_flush = on_flush
         self._keep_results = keep_results
         self.metrics = metrics
-        self._lag_due = 0.0
+        self._own_kafka = kafka_positions is None
+        self._kafka = kafka_positions or KafkaPositions.from_settings(settings, wait_s=KAFKA_WAIT_S)
         self.stats = WorkerStats()
         catalog = open_catalog(settings)
         lookup = schema_lookup(settings.schema_registry_url)
@@ -160,6 +161,7 @@ class StreamWorker:
 
     def run(self) -> WorkerStats:
         self.consumer.subscribe(list(self.topics), on_assign=self._on_assign, on_revoke=self._on_revoke)
+        lag = None if self.metrics is None else _LagReporter(self._report_lag, LAG_REPORT_S)
         try:
             while not self._stop.is_set():
                 self._collect()
@@ -197,9 +199,6 @@ class StreamWorker:
                 self.stats.consumed += len(batch)
                 if batch and self.stats.first_message_at is None:
                     self.stats.first_message_at = now
-                if self.metrics is not None and now >= self._lag_due:
-                    self._lag_due = now + LAG_REPORT_S
-                    self._report_lag()
                 for topic, buf in self._buffers.items():
                     if len(buf) and (
                         len(buf) >= self.settings.max_batch_rows
@@ -212,8 +211,12 @@ class StreamWorker:
             self._flusher.drain()
             self._collect(recover=False)
         finally:
+            if lag is not None:
+                lag.stop()
             self._flusher.close()
             self.consumer.close()
+            if self._own_kafka:
+                self._kafka.close()
             self._dlq.flush(5)
         return self.stats
 
@@ -347,10 +350,11 @@ class StreamWorker:
         Partitions whose recorded offset is outside ``[log start, end]`` are halted instead.
         """
         positions = self.sinks[topic].assign(partitions)
+        stored = self._kafka.positions([topic])[topic] if any(o is not None for o in positions.values()) else {}
         out = []
         for p, offset in positions.items():
             key = (topic, p)
-            problem = self._offset_problem(topic, p, offset)
+            problem = _offset_problem(offset, stored.get(p))
             if problem is not None:
                 self._halt(topic, p, problem)
                 continue
@@ -394,22 +398,6 @@ class StreamWorker:
         paused += [tp for tp in assignment if tp.topic in self._paused_until]
         if paused:
             self.consumer.pause(paused)
-
-    def _offset_problem(self, topic: str, partition: int, offset: int | None) -> str | None:
-        if offset is None:
-            return None
-        low, high = self._watermarks(topic, partition)
-        if offset > high:
-            return (f"the lake records offset {offset} but the partition ends at {high} "
-                    "(topic deleted and recreated, or its offsets reset)")
-        if offset < low:
-            return (f"the lake records offset {offset} but the partition starts at {low} "
-                    f"(retention deleted {low - offset} unread messages)")
-        return None
-
-    def _watermarks(self, topic: str, partition: int, wait_s: float = WATERMARK_WAIT_S) -> tuple[int, int]:
-        """(log start, end) of a partition, retrying retriable errors (``schemas.kafka_positions``)."""
-        return consumer_watermarks(self.consumer, topic, partition, self.settings.kafka_bootstrap_servers, wait_s)
 
     def _halt(self, topic: str, partition: int, why: str) -> None:
         key = (topic, partition)
@@ -482,15 +470,22 @@ class StreamWorker:
             self.consumer.resume(tps)
 
     def _report_lag(self) -> None:
-        """Lag per owned partition = high watermark − where the slowest table ends; pushed if configured."""
+        """Lag per owned partition = end offset − where the slowest table ends; pushed if configured.
+
+        Runs on its own thread (``_LagReporter``): Kafka and the Pushgateway answer in their own time, and
+        the consume loop must never wait for monitoring.
+        """
         assert self.metrics is not None
-        for topic, sink in self.sinks.items():
-            for p, position in list(sink.positions.items()):
-                try:
-                    _, high = self._watermarks(topic, p, wait_s=LAG_WAIT_S)  # lag may be skipped, the loop not stalled
-                except KafkaPositionsError:
-                    continue
-                self.metrics.set_lag(topic, p, high - (position or 0))
+        owned = {topic: dict(sink.positions) for topic, sink in self.sinks.items()}
+        try:
+            ends = self._kafka.high_watermarks([t for t, parts in owned.items() if parts])
+        except KafkaPositionsError as exc:
+            log.info("lag not measured: %s", exc)
+            return
+        for topic, parts in owned.items():
+            for p, position in parts.items():
+                if p in ends.get(topic, {}):
+                    self.metrics.set_lag(topic, p, ends[topic][p] - (position or 0))
         if self.settings.pushgateway_url:
             try:
                 self.metrics.push_lag(self.settings.pushgateway_url)
@@ -559,6 +554,39 @@ class StreamWorker:
                     self.metrics.drop_lag(topic, p)
         log.info("revoked %s", {t: sorted(p) for t, p in by_topic.items()})
         consumer.unassign()
+
+
+def _offset_problem(offset: int | None, stored: PartitionPositions | None) -> str | None:
+    """Why a recorded next offset cannot be read from (None: it can)."""
+    if offset is None or stored is None:
+        return None
+    if offset > stored.high:
+        return (f"the lake records offset {offset} but the partition ends at {stored.high} "
+                "(topic deleted and recreated, or its offsets reset)")
+    if offset < stored.low:
+        return (f"the lake records offset {offset} but the partition starts at {stored.low} "
+                f"(retention deleted {stored.low - offset} unread messages)")
+    return None
+
+
+class _LagReporter:
+    """Calls ``report`` every ``interval_s`` on a daemon thread until stopped."""
+
+    def __init__(self, report: Callable[[], None], interval_s: float) -> None:
+        self._report, self._interval = report, interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="lag", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self._report()
+            except Exception as exc:  # never let monitoring end the worker
+                log.warning("lag report failed: %s", exc)
 
 
 class _Flusher:

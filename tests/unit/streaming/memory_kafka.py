@@ -1,4 +1,4 @@
-"""An in-memory stand-in for confluent-kafka's Consumer (and a producer that confirms everything), so the
+"""An in-memory stand-in for confluent-kafka's Consumer (which also answers as ``KafkaPositions``) (and a producer that confirms everything), so the
 worker loop's seams run in unit tests without a broker. Integration tests use the real broker."""
 
 from __future__ import annotations
@@ -7,6 +7,8 @@ from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
+
+from schemas.kafka_positions import PartitionPositions
 
 
 class MemoryMessage:
@@ -45,7 +47,7 @@ class MemoryConsumer:
         self.log = log
         self.per_call = per_call  # messages per partition and consume() call, so the loop cuts many batches
         self.low = low or {}
-        self.positions: dict[tuple[str, int], int] = {}
+        self.fetch_at: dict[tuple[str, int], int] = {}
         self.paused: set[tuple[str, int]] = set()
         self.committed: dict[tuple[str, int], int] = {}
         self._on_assign: Callable[..., Any] | None = None
@@ -61,17 +63,17 @@ class MemoryConsumer:
     def assign(self, tps: list[TopicPartition]) -> None:
         for tp in tps:
             key = (tp.topic, tp.partition)
-            self.positions[key] = self.low.get(key, 0) if tp.offset in (OFFSET_BEGINNING, -1001) else tp.offset
+            self.fetch_at[key] = self.low.get(key, 0) if tp.offset in (OFFSET_BEGINNING, -1001) else tp.offset
 
     def unassign(self) -> None:
-        self.positions.clear()
+        self.fetch_at.clear()
 
     def assignment(self) -> list[TopicPartition]:
-        return [TopicPartition(t, p) for (t, p) in self.positions]
+        return [TopicPartition(t, p) for (t, p) in self.fetch_at]
 
     def seek(self, tp: TopicPartition) -> None:
         key = (tp.topic, tp.partition)
-        self.positions[key] = self.low.get(key, 0) if tp.offset == OFFSET_BEGINNING else tp.offset
+        self.fetch_at[key] = self.low.get(key, 0) if tp.offset == OFFSET_BEGINNING else tp.offset
 
     def pause(self, tps: list[TopicPartition]) -> None:
         self.paused |= {(tp.topic, tp.partition) for tp in tps}
@@ -83,6 +85,17 @@ class MemoryConsumer:
         key = (tp.topic, tp.partition)
         return self.low.get(key, 0), len(self.log.get(key, []))
 
+    def positions(self, topics: list[str]) -> dict[str, dict[int, PartitionPositions]]:
+        """What ``schemas.kafka_positions.KafkaPositions.positions`` answers for this log."""
+        out: dict[str, dict[int, PartitionPositions]] = {}
+        for (t, p), msgs in self.log.items():
+            if t in topics:
+                out.setdefault(t, {})[p] = PartitionPositions(self.low.get((t, p), 0), len(msgs), len(msgs))
+        return out
+
+    def high_watermarks(self, topics: list[str]) -> dict[str, dict[int, int]]:
+        return {t: {p: pos.high for p, pos in parts.items()} for t, parts in self.positions(topics).items()}
+
     def commit(self, offsets: list[TopicPartition], asynchronous: bool = True) -> None:
         for tp in offsets:
             self.committed[(tp.topic, tp.partition)] = tp.offset
@@ -92,7 +105,7 @@ class MemoryConsumer:
             self._assigned = True
             self._on_assign(self, [TopicPartition(t, p) for (t, p) in self.log if t in self.topics])
         out: list[MemoryMessage] = []
-        for key, pos in list(self.positions.items()):
+        for key, pos in list(self.fetch_at.items()):
             if key in self.paused:
                 continue
             payloads = self.log.get(key, [])
@@ -101,7 +114,7 @@ class MemoryConsumer:
                 continue
             take = payloads[pos : pos + min(self.per_call, num_messages)]
             out += [MemoryMessage(key[0], key[1], pos + i, v) for i, v in enumerate(take)]
-            self.positions[key] = pos + len(take)
+            self.fetch_at[key] = pos + len(take)
         return out
 
     def close(self) -> None:

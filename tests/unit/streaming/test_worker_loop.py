@@ -58,6 +58,11 @@ def _ends(settings, spec) -> dict[int, int]:  # type: ignore[no-untyped-def]
     return recorded_offsets(table).get(RAW_TRADES, {})
 
 
+def _worker(settings, consumer: MemoryConsumer) -> StreamWorker:  # type: ignore[no-untyped-def]
+    return StreamWorker(settings, topics=(RAW_TRADES,), consumer=consumer, dlq_producer=ConfirmingProducer(),
+                        kafka_positions=consumer)  # type: ignore[arg-type]
+
+
 @pytest.fixture
 def settings(offline_lake_settings):  # type: ignore[no-untyped-def]
     return offline_lake_settings.with_overrides(commit_interval_s=0.05, max_batch_rows=40, recovery_backoff_max_s=0.1)
@@ -76,7 +81,7 @@ def test_failed_commits_are_recovered_without_loss_or_duplicates(settings, monke
         return real_commit(self, topic, span, rows, planner, gate)
 
     monkeypatch.setattr(LedgerTable, "commit", flaky)
-    worker = StreamWorker(settings, topics=(RAW_TRADES,), consumer=MemoryConsumer(log), dlq_producer=ConfirmingProducer())
+    worker = _worker(settings, MemoryConsumer(log))
     want = {p: len(log[(RAW_TRADES, p)]) for p in range(PARTITIONS)}
     _run_until(worker, lambda: _ends(settings, BRONZE_TRADES) == want and _ends(settings, SILVER_TRADES) == want)
     assert worker.stats.failures >= 4
@@ -98,7 +103,7 @@ def test_a_recorded_offset_past_the_end_halts_its_partition_until_reset(settings
     catalog = open_catalog(settings)
     for spec in (BRONZE_TRADES, SILVER_TRADES):  # the lake read partition 0 of an older incarnation up to 500
         LedgerTable(catalog, spec).record_offsets(RAW_TRADES, {0: 500}, {})
-    worker = StreamWorker(settings, topics=(RAW_TRADES,), consumer=MemoryConsumer(log), dlq_producer=ConfirmingProducer())
+    worker = _worker(settings, MemoryConsumer(log))
     others = {p: len(log[(RAW_TRADES, p)]) for p in (1, 2)}
     _run_until(worker, lambda: {p: o for p, o in _ends(settings, BRONZE_TRADES).items() if p} == others)
     halted = worker.halted()
@@ -106,7 +111,7 @@ def test_a_recorded_offset_past_the_end_halts_its_partition_until_reset(settings
     assert _ends(settings, BRONZE_TRADES)[0] == 500, "nothing skipped, nothing recorded for the halted partition"
     for spec in (BRONZE_TRADES, SILVER_TRADES):  # the operator's reset-offsets
         LedgerTable(catalog, spec).record_offsets(RAW_TRADES, {0: 0}, {})
-    worker2 = StreamWorker(settings, topics=(RAW_TRADES,), consumer=MemoryConsumer(log), dlq_producer=ConfirmingProducer())
+    worker2 = _worker(settings, MemoryConsumer(log))
     want = {p: len(log[(RAW_TRADES, p)]) for p in range(PARTITIONS)}
     _run_until(worker2, lambda: _ends(settings, BRONZE_TRADES) == want)
     assert worker2.halted() == {}
@@ -118,7 +123,7 @@ def test_retention_past_the_recorded_offset_halts_instead_of_skipping(settings) 
     for spec in (BRONZE_TRADES, SILVER_TRADES):
         LedgerTable(catalog, spec).record_offsets(RAW_TRADES, {1: 2}, {})
     consumer = MemoryConsumer(log, low={(RAW_TRADES, 1): 7})
-    worker = StreamWorker(settings, topics=(RAW_TRADES,), consumer=consumer, dlq_producer=ConfirmingProducer())
+    worker = _worker(settings, consumer)
     _run_until(worker, lambda: (RAW_TRADES, 1) in worker.halted() and 0 in _ends(settings, BRONZE_TRADES))
     assert "retention deleted 5 unread messages" in worker.halted()[(RAW_TRADES, 1)]
     assert _ends(settings, BRONZE_TRADES)[1] == 2
@@ -143,7 +148,7 @@ class RebalanceInsideConsume(MemoryConsumer):
 
 def test_messages_fetched_before_a_rebalance_never_start_a_batch(settings) -> None:  # type: ignore[no-untyped-def]
     log = _log(600)
-    worker = StreamWorker(settings, topics=(RAW_TRADES,), consumer=RebalanceInsideConsume(log), dlq_producer=ConfirmingProducer())
+    worker = _worker(settings, RebalanceInsideConsume(log))
     want = {p: len(log[(RAW_TRADES, p)]) for p in range(PARTITIONS)}
     _run_until(worker, lambda: _ends(settings, BRONZE_TRADES) == want)
     bronze = open_catalog(settings).load_table(BRONZE_TRADES.name).scan(selected_fields=("kafka_partition", "kafka_offset")).to_arrow()
