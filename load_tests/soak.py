@@ -1,7 +1,7 @@
 """Soak: stream workers at a steady rate for half an hour or more with table maintenance on its schedule.
 
 Starts a private broker (``ticklake broker start``), one ``ticklake worker`` and a rate-limited
-``ticklake replay``; a separate process runs the Dagster maintenance jobs (``control_plane.maintenance``)
+``ticklake replay``; a separate process runs the Dagster maintenance jobs (``control_plane.defs.table_care``)
 on their cadence. Every window it prints the workers' commit latency (p50/p99/max, parsed from their
 ``committed ... latency=`` log lines) and the size of silver.trades; around each compaction it prints the
 scan time of one silver day before and after. At the end ``ticklake status --wait`` checks that every
@@ -107,7 +107,7 @@ def maintenance_loop(settings_env: dict[str, str], out: "mp.Queue", stop: "mp.Ev
     os.environ.update(settings_env)  # LakeResource reads the settings from the environment
     from dagster import DagsterInstance
 
-    from control_plane.maintenance import compact_tables, expire_table_snapshots
+    from control_plane.defs.table_care.jobs import compact_tables, expire_table_snapshots
     from control_plane.resources import LakeResource
 
     lake = LakeResource()
