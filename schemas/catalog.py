@@ -63,8 +63,8 @@ def open_catalog(settings: Settings) -> Catalog:
     props = catalog_properties(settings)
     if props["type"] == "sql" and props["uri"].startswith("sqlite:///"):
         Path(props["uri"][len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-    if props.get("warehouse", "").startswith("file://"):
-        Path(props["warehouse"][len("file://"):]).mkdir(parents=True, exist_ok=True)
+    if props["type"] == "sql" and props.get("warehouse", "").startswith("file://"):
+        Path(props["warehouse"][len("file://"):]).mkdir(parents=True, exist_ok=True)  # a REST server owns its own
     if "s3.endpoint" in props:
         for key, value in S3_CHECKSUM_ENV.items():
             os.environ.setdefault(key, value)  # before pyarrow creates its first S3 client in this process

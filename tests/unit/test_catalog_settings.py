@@ -72,3 +72,10 @@ def test_status_cli_with_unreachable_postgres_catalog_prints_one_line_no_traceba
     assert "Traceback" not in result.stderr, result.stderr
     assert "ticklake: error: Iceberg sql catalog at postgresql+psycopg2://tick:***@127.0.0.1:9/catalog is unreachable" in result.stderr
     assert "pw@" not in result.stderr + result.stdout
+
+
+def test_a_rest_catalog_leaves_no_local_warehouse_folder_behind(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    settings = Settings.from_env({"ICEBERG_CATALOG_TYPE": "rest", "ICEBERG_CATALOG_URI": "http://127.0.0.1:9", "TICKLAKE_LAKE_DIR": str(tmp_path)})
+    with pytest.raises(CatalogUnreachable):
+        open_catalog(settings)
+    assert not (tmp_path / "warehouse").exists(), "the REST server owns the warehouse; workers keep no local one"
