@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -121,12 +121,14 @@ def main(argv: list[str] | None = None) -> None:
     bootstrap = base.kafka_bootstrap_servers
     try:
         broker.wait_ready(bootstrap, timeout=3)
-    except Exception:
+    except (TimeoutError, OSError):  # nothing answers: use a temporary broker
         config = broker.BrokerConfig(port=19492, data_dir=Path(tempfile.mkdtemp(prefix="bench-kafka-")))
         broker.start(config)
         bootstrap = config.bootstrap
     try:
-        from tests.integration.streaming import recreate_topics  # same fresh-topic routine the tests use
+        from tests.integration.streaming import (
+            recreate_topics,  # same fresh-topic routine the tests use
+        )
 
         recreate_topics(bootstrap)
         print(f"producing {args.messages:,d} trades to {RAW_TRADES} on {bootstrap} ...", flush=True)

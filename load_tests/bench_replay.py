@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     temporary = None
     try:
         broker.wait_ready(bootstrap, timeout=3)
-    except Exception:
+    except (TimeoutError, OSError):  # nothing answers: use a temporary broker
         temporary = broker.BrokerConfig(port=19495, controller_port=19496, data_dir=Path(tempfile.mkdtemp(prefix="bench-replay-kafka-")))
         broker.start(temporary)
         bootstrap = temporary.bootstrap

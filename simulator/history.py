@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import heapq
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa

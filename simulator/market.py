@@ -20,9 +20,9 @@ import datetime as dt
 import math
 import random
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Iterator
 
 import numpy as np
 
@@ -92,8 +92,8 @@ def trading_sessions(start: dt.date, end: dt.date) -> tuple[tuple[dt.datetime, d
 
 
 def _regular_session(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
-    open_ = dt.datetime.combine(day, dt.time(9, 30), NEW_YORK).astimezone(dt.timezone.utc)
-    close = dt.datetime.combine(day, dt.time(16, 0), NEW_YORK).astimezone(dt.timezone.utc)
+    open_ = dt.datetime.combine(day, dt.time(9, 30), NEW_YORK).astimezone(dt.UTC)
+    close = dt.datetime.combine(day, dt.time(16, 0), NEW_YORK).astimezone(dt.UTC)
     return open_, close
 
 

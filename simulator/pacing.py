@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from typing import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -54,7 +54,7 @@ def offered_schedule(timestamps_us: np.ndarray, speed: float, max_gap_s: float |
     return ReleaseClock(speed, max_gap_s).due(timestamps_us)
 
 
-def _micros(value: int | float | dt.datetime) -> int:
+def _micros(value: float | dt.datetime) -> int:
     if isinstance(value, dt.datetime):
         if value.tzinfo is None:
             raise ValueError(f"{TIMESTAMP_COLUMN} must be timezone-aware, got naive {value!r}")

@@ -84,7 +84,13 @@ def _non_negative(text: str) -> float:
 
 
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
-    from simulator.replay import LIBRDKAFKA_LOGGER, ProgressBar, ReplayError, publish, publish_windows
+    from simulator.replay import (
+        LIBRDKAFKA_LOGGER,
+        ProgressBar,
+        ReplayError,
+        publish,
+        publish_windows,
+    )
 
     # librdkafka's lines go to --kafka-log (or nowhere); failures surface as one error line below.
     kafka_log = logging.getLogger(LIBRDKAFKA_LOGGER)
@@ -92,8 +98,8 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     for handler in list(kafka_log.handlers):
         kafka_log.removeHandler(handler)
     kafka_log.addHandler(logging.FileHandler(args.kafka_log) if args.kafka_log else logging.NullHandler())
-    common = dict(rate=args.rate, bad=args.bad, invalid=args.invalid, seed=args.seed, schema_version=args.schema_version,
-                  connect_timeout_s=args.connect_timeout)  # fmt: skip
+    common = {"rate": args.rate, "bad": args.bad, "invalid": args.invalid, "seed": args.seed,
+              "schema_version": args.schema_version, "connect_timeout_s": args.connect_timeout}  # fmt: skip
     try:
         if args.from_file:
             from simulator.history import history_windows

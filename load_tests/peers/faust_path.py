@@ -10,7 +10,8 @@ Settings come from the environment, as for ``ticklake worker``.
 from __future__ import annotations
 
 import sys
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import faust
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer
 
 from schemas.avro import CURRENT_CONTRACT
 from schemas.topics import RAW_TOPICS, RAW_TRADES

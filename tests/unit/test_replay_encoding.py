@@ -157,7 +157,7 @@ def test_history_windows_keep_read_history_order(tmp_path: Path) -> None:
             for pos, (ts, key, due) in enumerate(zip(part.rows["event_timestamp"].to_pylist(), ids.to_pylist(), part.due_s)):
                 got.append((due, k, part.topic, ts, key))
     assert total == len(expected) == len(got)
-    per_topic = lambda rows: {t: [x for x in rows if x[0] == t] for t in (RAW_TRADES, RAW_ORDERBOOK, RAW_MARKETDATA)}  # noqa: E731
+    per_topic = lambda rows: {t: [x for x in rows if x[0] == t] for t in (RAW_TRADES, RAW_ORDERBOOK, RAW_MARKETDATA)}
     assert per_topic([(t, ts, key) for _, _, t, ts, key in got]) == per_topic(expected)  # each topic in its order
     dues = [d for d, *_ in sorted(got, key=lambda x: (x[1], x[0]))]
     assert dues == sorted(dues)  # windows follow the release schedule
