@@ -157,7 +157,8 @@ def encode_table(table: pa.Table | pa.RecordBatch, schema_json: dict[str, Any], 
     head = Pieces(np.frombuffer(header * table.num_rows, dtype=np.uint8), np.arange(table.num_rows + 1, dtype=np.int64) * len(header))
     if not table.num_rows:
         return []
-    return _as_arrow(interleave([head, *fields])).to_pylist()
+    messages: list[bytes] = _as_arrow(interleave([head, *fields])).to_pylist()
+    return messages
 
 
 def _named_types(schema_json: dict[str, Any]) -> dict[str, Any]:

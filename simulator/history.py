@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from schemas.avro import CURRENT_CONTRACT, avro_to_arrow
 from schemas.topics import RAW_MARKETDATA, RAW_ORDERBOOK, RAW_TOPICS, RAW_TRADES
-from simulator.market import GeneratorConfig, generate
+from simulator.market import GeneratorConfig, Record, generate
 from simulator.pacing import DEFAULT_MAX_GAP_S, offered_schedule
 from simulator.replay import WINDOW_ROWS, Window, table_windows
 
@@ -50,7 +50,7 @@ def write_history(
     directory.mkdir(parents=True, exist_ok=True)
     files = {topic: directory / f"{topic}.{format}" for topic in RAW_TOPICS}
     writers: dict[str, pq.ParquetWriter | pacsv.CSVWriter] = {}
-    buffers: dict[str, list[dict]] = {topic: [] for topic in RAW_TOPICS}
+    buffers: dict[str, list[Record]] = {topic: [] for topic in RAW_TOPICS}
 
     def flush(topic: str) -> None:
         table = _to_file_table(topic, buffers[topic], format)
@@ -77,7 +77,7 @@ def write_history(
     return files
 
 
-def _to_file_table(topic: str, rows: list[dict], format: HistoryFormat) -> pa.Table:
+def _to_file_table(topic: str, rows: list[Record], format: HistoryFormat) -> pa.Table:
     schema = topic_schema(topic)
     table = pa.Table.from_pylist(rows, schema=schema)
     if format == "csv":
@@ -163,13 +163,13 @@ def history_files(path: Path) -> list[Path]:
     return [path]
 
 
-def _records(topic: str, table: pa.Table, batch_rows: int = 10_000) -> Iterator[tuple[int, str, dict]]:
+def _records(topic: str, table: pa.Table, batch_rows: int = 10_000) -> Iterator[tuple[int, str, Record]]:
     for batch in table.to_batches(max_chunksize=batch_rows):
         for record in batch.to_pylist():
             yield record[TIMESTAMP_COLUMN], topic, record
 
 
-def read_history(path: str | Path) -> Iterator[tuple[str, dict]]:
+def read_history(path: str | Path) -> Iterator[tuple[str, Record]]:
     """(topic, record) from a history file or a directory of them, in ``event_timestamp`` order.
 
     Each file is one topic (from its name, else its columns) in the contract's columns; rows with equal

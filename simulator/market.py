@@ -23,11 +23,15 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
 from schemas.market_time import NEW_YORK, exchange_calendar
 from schemas.topics import RAW_MARKETDATA, RAW_ORDERBOOK, RAW_TRADES
+
+# One message as the Avro contracts shape it: field name -> value (timestamps in epoch µs).
+Record = dict[str, Any]
 
 DEFAULT_SYMBOLS = ("AAPL", "MSFT", "NVDA", "AMZN", "GOOGL", "META", "TSLA", "JPM", "V", "XOM", "UNH", "JNJ")
 EXCHANGES = ("NYSE", "NASDAQ", "ARCA")
@@ -119,8 +123,8 @@ def intraday_times(
 
 
 def zipf_weights(k: int, exponent: float) -> np.ndarray:
-    weights = 1.0 / np.arange(1, k + 1) ** exponent
-    return weights / weights.sum()
+    weights: np.ndarray = 1.0 / np.arange(1, k + 1) ** exponent
+    return weights / float(weights.sum())
 
 
 # -- the generator -----------------------------------------------------------------------------
@@ -147,7 +151,7 @@ class _Market:
         self.last_trade_us: dict[str, int] = {}
         self.bars: dict[str, _Bar] = {}
         self.bars_close_at: int | None = None  # end of the interval every open bar belongs to
-        self.recent: list[dict] = []  # originals that corrections may pick from
+        self.recent: list[Record] = []  # originals that corrections may pick from
         self.version_us: dict[str, int] = {}  # newest event_timestamp published per recent trade_id
         self.book_us: dict[str, int] = {}  # last snapshot_timestamp per symbol (keys must be unique)
         self.clock = 0  # event_timestamp never goes back in publish order
@@ -170,7 +174,7 @@ class _Market:
         return self.clock
 
 
-def generate(config: GeneratorConfig) -> Iterator[tuple[str, dict]]:
+def generate(config: GeneratorConfig) -> Iterator[tuple[str, Record]]:
     """Yield (topic, record) for ``config.trades`` trades spread over the trading days, with books and bars."""
     market = _Market(config)
     sessions = trading_sessions(config.start, config.end)
@@ -183,7 +187,7 @@ def generate(config: GeneratorConfig) -> Iterator[tuple[str, dict]]:
         yield from _session(market, _micros(open_), _micros(close), n_today, weights)
 
 
-def _session(market: _Market, open_us: int, close_us: int, n: int, weights: np.ndarray) -> Iterator[tuple[str, dict]]:
+def _session(market: _Market, open_us: int, close_us: int, n: int, weights: np.ndarray) -> Iterator[tuple[str, Record]]:
     config, rng, np_rng = market.config, market.rng, market.np_rng
     # Everything random per trade is drawn for the whole session at once (fast, and still seeded).
     times = intraday_times(n, open_us, close_us, config, np_rng).tolist()
@@ -238,7 +242,7 @@ def _session(market: _Market, open_us: int, close_us: int, n: int, weights: np.n
     yield from _close_bars(market, None)
 
 
-def _correction(market: _Market, original: dict, now: int) -> dict:
+def _correction(market: _Market, original: Record, now: int) -> Record:
     """The original trade with a new price/quantity, published later than any earlier version of it."""
     rng = market.rng
     corrected = dict(original)
@@ -250,7 +254,7 @@ def _correction(market: _Market, original: dict, now: int) -> dict:
     return corrected
 
 
-def _book(market: _Market, symbol: str, exchange: str, now: int, cents: int) -> dict:
+def _book(market: _Market, symbol: str, exchange: str, now: int, cents: int) -> Record:
     """A depth snapshot quoting around the last trade: best_bid < price < best_ask, levels a cent or more apart."""
     rng = market.rng
     ts = market.tick(max(now, market.book_us.get(symbol, -1) + 1))
@@ -289,7 +293,7 @@ def _add_to_bar(market: _Market, symbol: str, now: int, cents: int, quantity: fl
     bar.volume += quantity
 
 
-def _close_bars(market: _Market, now: int | None) -> Iterator[tuple[str, dict]]:
+def _close_bars(market: _Market, now: int | None) -> Iterator[tuple[str, Record]]:
     """Publish every open bar whose interval ended at or before ``now`` (all of them when ``now`` is None)."""
     if market.bars_close_at is None or (now is not None and now < market.bars_close_at):
         return

@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
+from simulator.market import Record
+
 TIMESTAMP_COLUMN = "event_timestamp"
 # Idle stretches longer than this (overnight, weekends) are replayed as if they lasted this long.
 DEFAULT_MAX_GAP_S = 3600.0
@@ -63,12 +65,12 @@ def _micros(value: float | dt.datetime) -> int:
 
 
 def paced(
-    records: Iterable[tuple[str, dict]],
+    records: Iterable[tuple[str, Record]],
     speed: float,
     max_gap_s: float | None = DEFAULT_MAX_GAP_S,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
-) -> Iterator[tuple[str, dict]]:
+) -> Iterator[tuple[str, Record]]:
     """Yield ``records`` in their order, each no earlier than its ``ReleaseClock`` time.
 
     ``speed`` 1 is real time, 20 twenty times faster, 0 as fast as possible (no waiting at all).

@@ -32,6 +32,7 @@ from schemas.settings import Settings
 from schemas.topics import RAW_ORDERBOOK, RAW_TRADES
 from schemas.wire import frame, schema_lookup
 from simulator.avro_batch import encode_table
+from simulator.market import Record
 from simulator.pacing import MIN_SLEEP_S, TIMESTAMP_COLUMN, ReleaseClock
 
 LIBRDKAFKA_LOGGER = "simulator.replay.librdkafka"
@@ -71,9 +72,9 @@ Window = list[TopicSlice]
 
 @dataclass
 class ReplaySummary:
-    produced: Counter = field(default_factory=Counter)  # topic -> messages
-    bad: Counter = field(default_factory=Counter)  # topic -> of which undecodable
-    invalid: Counter = field(default_factory=Counter)  # topic -> of which break a silver rule
+    produced: Counter[str] = field(default_factory=Counter)  # topic -> messages
+    bad: Counter[str] = field(default_factory=Counter)  # topic -> of which undecodable
+    invalid: Counter[str] = field(default_factory=Counter)  # topic -> of which break a silver rule
     seconds: float = 0.0
     offered_seconds: float = 0.0  # when the last message was due (0 = as fast as possible)
 
@@ -108,7 +109,7 @@ def contracts_for(schema_version: int) -> dict[str, AvroContract]:
 
 
 def record_windows(
-    records: Iterable[tuple[str, dict]],
+    records: Iterable[tuple[str, Record]],
     contracts: dict[str, AvroContract],
     speed: float = 0.0,
     window_rows: int = WINDOW_ROWS,
@@ -116,7 +117,7 @@ def record_windows(
     """(topic, record) pairs (the generator's output) as windows; with ``speed`` > 0, due at their event time."""
     schemas = {topic: avro_to_arrow(c.schema_json) for topic, c in contracts.items()}
     release = ReleaseClock(speed) if speed > 0 else None
-    buffers: dict[str, list[dict]] = {}
+    buffers: dict[str, list[Record]] = {}
     order: list[tuple[str, int]] = []  # (topic, event time) in publish order, for the release clock
     for topic, record in records:
         buffers.setdefault(topic, []).append(record)
@@ -129,7 +130,7 @@ def record_windows(
 
 
 def _window(
-    buffers: dict[str, list[dict]], order: list[tuple[str, int]], schemas: dict[str, pa.Schema], release: ReleaseClock | None
+    buffers: dict[str, list[Record]], order: list[tuple[str, int]], schemas: dict[str, pa.Schema], release: ReleaseClock | None
 ) -> Window:
     due: dict[str, np.ndarray] = {}
     if release is not None:
@@ -341,7 +342,7 @@ def _send_window(
 
 def publish(
     settings: Settings,
-    records: Iterable[tuple[str, dict]],
+    records: Iterable[tuple[str, Record]],
     rate: float = 0.0,
     bad: float = 0.0,
     invalid: float = 0.0,
@@ -389,7 +390,7 @@ class ProgressBar:
             self._bar.close()
 
 
-def take(records: Iterator[tuple[str, dict]], count: int) -> Iterator[tuple[str, dict]]:
+def take(records: Iterator[tuple[str, Record]], count: int) -> Iterator[tuple[str, Record]]:
     """At most ``count`` records."""
     for i, item in enumerate(records):
         if i >= count:
