@@ -106,7 +106,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
 
             total, windows = history_windows(args.from_file, speed=args.speed)
             with ProgressBar(not args.quiet, total) as progress:
-                summary = publish_windows(settings, windows, progress=progress, **common)  # type: ignore[arg-type]
+                summary = publish_windows(settings, windows, progress=progress, **common)
         else:
             from simulator.market import GeneratorConfig, generate
 
@@ -115,7 +115,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
                 raise ValueError(f"--end {end} is before --start {args.start}")
             config = GeneratorConfig(trades=args.count, seed=args.seed, start=args.start, end=end,
                                      duplicates=args.duplicates, corrections=args.corrections, late=args.late)  # fmt: skip
-            summary = publish(settings, generate(config), speed=args.speed, show_progress=not args.quiet, **common)  # type: ignore[arg-type]
+            summary = publish(settings, generate(config), speed=args.speed, show_progress=not args.quiet, **common)
     except ReplayError as exc:
         print(f"ticklake: error: {exc}", file=sys.stderr)
         return 1
