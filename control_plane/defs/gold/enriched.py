@@ -25,6 +25,14 @@ from control_plane.defs.gold.assets import (
     GOLD_TOTALS,
     PERFORMANCE_KEY,
     SUMMARY_KEY,
+)
+from control_plane.defs.gold.audits import (
+    Audit,
+    non_negative,
+    reconcile,
+    scd2_integrity,
+)
+from control_plane.defs.gold.publish import (
     audited_overwrite,
     check_results,
     gold_table,
@@ -32,12 +40,6 @@ from control_plane.defs.gold.assets import (
     push_run,
     refused,
     rows_metadata,
-)
-from control_plane.defs.gold.audits import (
-    Audit,
-    non_negative,
-    reconcile,
-    scd2_integrity,
 )
 from control_plane.lake_io import as_day, read_day
 from control_plane.layers import GOLD_POOL, GOLD_RETRY, TRADING_DAYS, asset_key

@@ -7,7 +7,7 @@ import datetime as dt
 
 import pyarrow as pa
 
-from control_plane.defs.gold.assets import gold_table
+from control_plane.defs.gold.publish import gold_table
 from schemas.tables.gold import PORTFOLIO_POSITIONS
 
 

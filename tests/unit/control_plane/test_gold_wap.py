@@ -71,7 +71,7 @@ def test_first_write_to_an_empty_table_and_an_empty_day(lake) -> None:
 
 
 def test_a_run_that_read_older_silver_does_not_publish_over_a_newer_result(lake) -> None:
-    from control_plane.defs.gold.assets import audited_overwrite
+    from control_plane.defs.gold.publish import audited_overwrite
 
     table = lake.table(TRADER_ACTIVITY)
     newer = audited_overwrite(table, activity(DAY1, "NEWER", 2), DAY1, lambda rows: [], silver_read="111@7")
