@@ -34,6 +34,7 @@ class RawMessages:
     offsets: list[int] = field(default_factory=list)
     timestamps_ms: list[int] = field(default_factory=list)
     payloads: list[bytes | None] = field(default_factory=list)
+    payload_bytes: int = 0  # what the batch holds, for the byte bound on a batch
 
     def __len__(self) -> int:
         return len(self.offsets)
@@ -43,6 +44,8 @@ class RawMessages:
         self.offsets.append(offset)
         self.timestamps_ms.append(timestamp_ms)
         self.payloads.append(payload)
+        if payload is not None:
+            self.payload_bytes += len(payload)
 
 
 @dataclass

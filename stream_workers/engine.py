@@ -147,7 +147,9 @@ class StreamWorker:
                 enable_partition_eof=False,
                 fetch_max_bytes=64 * 1024 * 1024,
                 max_partition_fetch_bytes=8 * 1024 * 1024,
-                queued_max_messages_kbytes=256 * 1024,
+                # librdkafka's prefetch queue: 64 MiB keeps a worker's memory bounded on a large backlog
+                # while still holding several batches of messages ahead of the loop.
+                queued_max_messages_kbytes=64 * 1024,
                 session_timeout_ms=15_000,
                 heartbeat_interval_ms=3_000,
                 max_poll_interval_ms=300_000,
@@ -202,6 +204,7 @@ class StreamWorker:
                 for topic, buf in self._buffers.items():
                     if len(buf) and (
                         len(buf) >= self.settings.max_batch_rows
+                        or buf.payload_bytes >= self.settings.max_batch_bytes
                         or now - self._first_at[topic] >= self.settings.commit_interval_s
                     ):
                         self._submit(topic)

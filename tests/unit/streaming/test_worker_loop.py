@@ -154,3 +154,12 @@ def test_messages_fetched_before_a_rebalance_never_start_a_batch(settings) -> No
     bronze = open_catalog(settings).load_table(BRONZE_TRADES.name).scan(selected_fields=("kafka_partition", "kafka_offset")).to_arrow()
     got = sorted(zip(bronze["kafka_partition"].to_pylist(), bronze["kafka_offset"].to_pylist()))
     assert got == sorted((p, o) for p in range(PARTITIONS) for o in range(want[p])), "every offset exactly once"
+
+
+def test_a_batch_is_cut_by_bytes_before_rows_or_time(settings) -> None:  # type: ignore[no-untyped-def]
+    bounded = settings.with_overrides(commit_interval_s=3600.0, max_batch_rows=10**9, max_batch_bytes=4_000)
+    log = _log(300)
+    worker = _worker(bounded, MemoryConsumer(log))
+    want = {p: len(log[(RAW_TRADES, p)]) for p in range(PARTITIONS)}
+    _run_until(worker, lambda: _ends(bounded, BRONZE_TRADES) == want)  # an hour's interval never elapses
+    assert worker.stats.commits > 2
