@@ -40,6 +40,7 @@ from control_plane.defs.gold.enriched import (
     intraday_bars,
     sector_daily,
 )
+from control_plane.defs.gold.sessions import SESSION_CHECK_KEYS
 from control_plane.layers import GOLD_RUN_TAGS, TRADING_DAYS
 
 DAILY_KEYS: tuple[AssetKey, ...] = (TRADER_ACTIVITY_KEY, SUMMARY_KEY, OVERVIEW_KEY, SECTOR_KEY, BARS_KEY)
@@ -48,7 +49,9 @@ RANGE_KEYS: tuple[AssetKey, ...] = (*CUMULATIVE_KEYS, DESK_KEY)
 
 gold_job = define_asset_job(
     "gold_job",
-    selection=AssetSelection.assets(TRADER_ACTIVITY_KEY, *GOLD_KEYS, *ENRICHED_KEYS) | AssetSelection.checks(*SILVER_CHECK_KEYS),
+    # The calendar checks (freshness, completeness) look at every partition: they run on their own schedule.
+    selection=(AssetSelection.assets(TRADER_ACTIVITY_KEY, *GOLD_KEYS, *ENRICHED_KEYS) - AssetSelection.checks(*SESSION_CHECK_KEYS))
+    | AssetSelection.checks(*SILVER_CHECK_KEYS),
     partitions_def=TRADING_DAYS,
     tags=GOLD_RUN_TAGS,
     description=(
