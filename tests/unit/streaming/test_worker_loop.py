@@ -161,5 +161,6 @@ def test_a_batch_is_cut_by_bytes_before_rows_or_time(settings) -> None:  # type:
     log = _log(300)
     worker = _worker(bounded, MemoryConsumer(log))
     want = {p: len(log[(RAW_TRADES, p)]) for p in range(PARTITIONS)}
-    _run_until(worker, lambda: _ends(bounded, BRONZE_TRADES) == want)  # an hour's interval never elapses
+    # An hour's interval never elapses and no batch reaches the row bound: only the byte bound commits.
+    _run_until(worker, lambda: sum(_ends(bounded, BRONZE_TRADES).values()) >= sum(want.values()) // 2)
     assert worker.stats.commits > 2
