@@ -88,7 +88,7 @@ max_drawdown = largest fall of the day's cumulative realized PnL from its runnin
 
 
 # What silver says a day holds, to reconcile gold with: per symbol, and for the whole day.
-SILVER_TOTALS = {"trade_count": "count(*)", "total_notional": f"sum(price::{gold_sql.QTY} * quantity::{gold_sql.QTY})"}
+# Both are reconciled through silver's per-symbol totals (``silver_symbol_totals``), computed once per day.
 GOLD_TOTALS = {"trade_count": "sum(trade_count)", "total_notional": "sum(total_notional)"}
 
 
@@ -121,7 +121,7 @@ def trader_activity(context: AssetExecutionContext, lake: LakeResource) -> Itera
     rows = gold_sql.trader_activity(trades)
 
     def audit(staged: pa.Table) -> list[Audit]:
-        return [reconcile("reconciles_with_silver", staged, trades, (), GOLD_TOTALS, SILVER_TOTALS)]
+        return [reconcile("reconciles_with_silver", staged, silver_symbol_totals(trades), (), GOLD_TOTALS, GOLD_TOTALS)]
 
     outcome = audited_overwrite(gold_table(lake, TRADER_ACTIVITY), rows, day, audit, context.run_id[:8], read)
     if not outcome.passed:
@@ -173,7 +173,8 @@ def daily_trading_summary(context: AssetExecutionContext, lake: LakeResource) ->
         return [
             positive("prices_positive", staged, ("open", "close", "high", "low", "vwap")),
             positive("trade_count_positive", staged, ("trade_count",)),
-            reconcile("trade_count_matches_silver", staged, trades, ("symbol",), GOLD_TOTALS, SILVER_TOTALS),
+            reconcile("trade_count_matches_silver", staged, silver_symbol_totals(trades), ("symbol",), GOLD_TOTALS,
+                      GOLD_TOTALS),
         ]
 
     read = silver_read_marker(lake.table(SILVER_TRADES), snapshot_id)
@@ -213,6 +214,23 @@ def silver_trades_day(lake: LakeResource, day: str | dt.date) -> tuple[pa.Table,
         _silver_day_cache.clear()
         _silver_day_cache[key] = read_day(silver, day, gold_sql.TRADE_COLUMNS, snapshot.snapshot_id)
     return _silver_day_cache[key], snapshot.snapshot_id
+
+
+_totals_cache: list[tuple[pa.Table, pa.Table]] = []
+
+
+def silver_symbol_totals(trades: pa.Table) -> pa.Table:
+    """Per symbol: trade_count and total_notional of silver ``trades`` (what gold reconciles with).
+
+    Computed once for the day the run's steps share (the same Arrow object), not once per audit."""
+    for source, totals in _totals_cache:
+        if source is trades:
+            return totals
+    totals = gold_sql.connect(trades=trades).sql(
+        "SELECT symbol, count(*) AS trade_count, sum(price * quantity) AS total_notional FROM trades GROUP BY symbol"
+    ).to_arrow_table()
+    _totals_cache[:] = [(trades, totals)]
+    return totals
 
 
 # --- gold.market_overview ----------------------------------------------------------------------------------
@@ -354,7 +372,7 @@ def trader_performance_and_positions(context: AssetExecutionContext, lake: LakeR
         day_audits = [
             win_rates_in_range("win_rate_between_0_and_1", performance),
             positive("trade_count_positive", performance, ("trade_count",)),
-            reconcile("reconciles_with_silver", performance, today, (), GOLD_TOTALS, SILVER_TOTALS),
+            reconcile("reconciles_with_silver", performance, silver_symbol_totals(today), (), GOLD_TOTALS, GOLD_TOTALS),
             positive("prices_positive", positions, ("avg_entry_price", "last_price")),
         ]
         for a in day_audits:  # over a range, a check fails if it failed on any day

@@ -79,8 +79,9 @@ def reconcile(
     )
     if keys:
         key_out = ", ".join(f"coalesce(g.{k}, s.{k})::VARCHAR AS {k}" for k in keys)
+        on = " AND ".join(f"g.{k} IS NOT DISTINCT FROM s.{k}" for k in keys)  # a NULL symbol is a key too
         sql = (f"SELECT {key_out}, {shown} FROM ({totals(gold_measures, 'gold_rows')}) g "
-               f"FULL OUTER JOIN ({totals(source_measures, 'source_rows')}) s USING ({', '.join(keys)}) "
+               f"FULL OUTER JOIN ({totals(source_measures, 'source_rows')}) s ON {on} "
                f"WHERE {differ} ORDER BY ALL")
     else:
         sql = (f"SELECT {shown} FROM ({totals(gold_measures, 'gold_rows')}) g, "

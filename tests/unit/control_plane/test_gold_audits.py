@@ -55,3 +55,9 @@ def test_scd2_integrity_finds_overlaps_empty_windows_and_current_rows() -> None:
     assert not two_current.passed and two_current.metadata["keys_without_one_current_row"] == 1
     none_current = scd2_integrity("s", history([("A", D1, D2, False)]), "symbol")
     assert none_current.metadata["keys_without_one_current_row"] == 1
+
+
+def test_reconcile_treats_a_null_key_as_a_key() -> None:
+    silver = pa.table({"symbol": ["A", None], "price": [1.0, 2.0], "quantity": [1.0, 1.0]})
+    gold = pa.table({"symbol": ["A", None], "trade_count": [1, 1], "total_notional": [1.0, 2.0]})
+    assert reconcile("r", gold, silver, ("symbol",), GOLD_TOTALS, SILVER_TOTALS).passed
