@@ -21,7 +21,6 @@ from schemas.market_time import (  # noqa: F401  (re-exported for the control pl
 )
 from schemas.tables.spec import TableSpec
 
-
 GOLD_START = "2024-01-01"
 
 

@@ -82,6 +82,7 @@ def test_two_days_of_gold_match_the_hand_worked_numbers(lake, cp_defs, instance)
     for symbol, (op, cl, hi, lo, vol, notional, count, vwap, spread) in g.SUMMARY_DAY1.items():
         r = summary[symbol]
         assert (r["open"], r["close"], r["high"], r["low"], r["total_volume"], r["trade_count"]) == (op, cl, hi, lo, vol, count)
+        assert r["total_notional"] == pytest.approx(notional)
         assert r["vwap"] == pytest.approx(vwap)
         assert r["avg_spread"] == (pytest.approx(spread) if spread is not None else None)
     assert by_key(rows_of(lake, DAILY_TRADING_SUMMARY, g.DAY2), "symbol")["NVDA"]["vwap"] == pytest.approx(58.875)
@@ -90,7 +91,7 @@ def test_two_days_of_gold_match_the_hand_worked_numbers(lake, cp_defs, instance)
     for trader, (count, vol, notional, pnl, closed, won, rate, dd) in g.PERFORMANCE_DAY1.items():
         r = perf[trader]
         assert (r["trade_count"], r["realized_pnl"], r["closed_round_trips"], r["win_rate"]) == (count, pnl, closed, rate)
-        assert r["max_drawdown"] == dd
+        assert (r["total_volume"], r["total_notional"], r["winning_round_trips"], r["max_drawdown"]) == (vol, notional, won, dd)
     perf2 = by_key(rows_of(lake, TRADER_PERFORMANCE, g.DAY2), "trader_id")
     assert {t: r["realized_pnl"] for t, r in perf2.items()} == {"A": 8.0, "C": 150.0, "D": 0.0}
 

@@ -85,7 +85,8 @@ def test_positions_carry_into_day_two() -> None:
     for trader, (count, vol, notional, pnl, closed, won, rate, dd) in g.PERFORMANCE_DAY2.items():
         r = perf[trader]
         assert (r["trade_count"], r["total_volume"], r["realized_pnl"]) == (count, vol, pytest.approx(pnl))
-        assert (r["closed_round_trips"], r["win_rate"], r["max_drawdown"]) == (closed, rate, dd)
+        assert (r["total_notional"], r["closed_round_trips"], r["winning_round_trips"]) == (notional, closed, won)
+        assert (r["win_rate"], r["max_drawdown"]) == (rate, dd)
 
 
 def test_replaying_two_days_from_flat_equals_carrying_the_seed() -> None:
