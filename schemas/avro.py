@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -48,12 +48,13 @@ CURRENT_CONTRACT: dict[str, AvroContract] = {
 }
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_schema_json(file: str) -> dict[str, Any]:
-    return json.loads((AVRO_DIR / file).read_text())
+    schema: dict[str, Any] = json.loads((AVRO_DIR / file).read_text())
+    return schema
 
 
-@lru_cache(maxsize=None)
+@cache
 def parse_schema(file: str) -> Any:
     return fastavro.parse_schema(load_schema_json(file))
 

@@ -105,7 +105,10 @@ def with_retries(
     """
     deadline = clock() + wait_s
     backoff = first_backoff_s
-    describe = what if callable(what) else (lambda: what)
+
+    def describe() -> str:
+        return what() if callable(what) else what
+
     attempts = 0
     while True:
         attempts += 1
@@ -263,6 +266,8 @@ class KafkaPositions:
                         continue
                     raise KafkaPositionsError(f"reading {topic}[{partition}] on Kafka at {self.bootstrap} failed: {error.str()}")
                 offset = message.offset()
+                if offset is None:  # only error events have no offset, and those are handled above
+                    raise KafkaPositionsError(f"reading {topic}[{partition}] on Kafka at {self.bootstrap}: a record without an offset")
                 if offset >= end:
                     return found
                 found.append(offset)

@@ -9,7 +9,7 @@ property forward from the snapshot it replaces. Readers take it from the newest 
 from __future__ import annotations
 
 import json
-from typing import Iterator, Mapping
+from collections.abc import Iterator, Mapping
 
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Snapshot

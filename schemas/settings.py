@@ -7,9 +7,10 @@ Read once (``Settings.from_env()``) at a process edge and passed down; nothing e
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Mapping, TypeVar
+from typing import TypeVar
 
 T = TypeVar("T", int, float)
 
@@ -18,10 +19,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 def _number(env: Mapping[str, str], key: str, default: T, cast: Callable[[str], T]) -> T:
     raw = env.get(key)
-    if raw in (None, ""):
+    if raw is None or raw == "":
         return default
     try:
-        return cast(raw)  # type: ignore[arg-type]
+        return cast(raw)
     except ValueError as exc:
         raise ValueError(f"{key} must be {'an integer' if cast is int else 'a number'}, got {raw!r}") from exc
 
@@ -79,7 +80,7 @@ class Settings:
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = dict(os.environ if env is None else env)
         lake = Path(env.get("TICKLAKE_LAKE_DIR") or (REPO_ROOT / ".lake")).resolve()
         return cls(
@@ -121,7 +122,7 @@ class Settings:
             iceberg_rest_credential=env.get("ICEBERG_REST_CREDENTIAL") or None,
         )
 
-    def with_overrides(self, **changes: object) -> "Settings":
+    def with_overrides(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
 
     def catalog_properties(self) -> dict[str, str]:

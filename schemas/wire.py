@@ -35,7 +35,8 @@ def schema_id_of(payload: bytes | None) -> int:
         raise WireFormatError(f"payload of {0 if payload is None else len(payload)} bytes is shorter than the 5-byte header")
     if payload[0] != MAGIC_BYTE:
         raise WireFormatError(f"magic byte is {payload[0]}, expected 0")
-    return _HEADER.unpack_from(payload)[1]
+    schema_id: int = _HEADER.unpack_from(payload)[1]
+    return schema_id
 
 
 def encode(schema_id: int, parsed_schema: Any, record: dict[str, Any]) -> bytes:
@@ -83,7 +84,10 @@ class RegistrySchemas:
         with self._lock:
             if schema_id not in self._by_id:
                 try:
-                    self._by_id[schema_id] = json.loads(self._client.get_schema(schema_id).schema_str)
+                    schema_str = self._client.get_schema(schema_id).schema_str
+                    if schema_str is None:
+                        raise WireFormatError(f"schema registry returned schema id {schema_id} without a schema string")
+                    self._by_id[schema_id] = json.loads(schema_str)
                 except Exception as exc:  # registry answers 404 for unknown ids
                     if "404" in str(exc) or "not found" in str(exc).lower():
                         return None  # not cached: the id may be served a moment later

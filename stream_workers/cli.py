@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, TypeAlias
 
 from confluent_kafka import KafkaException
 
@@ -22,7 +23,8 @@ from stream_workers.parts.process import PartError
 from stream_workers.stack import add_stack_commands
 
 Handler = Callable[[argparse.Namespace, Settings], int]
-Subcommands = argparse._SubParsersAction  # what add_subparsers() returns
+if TYPE_CHECKING:  # what add_subparsers() returns; generic only in typeshed, not subscriptable at run time
+    Subcommands: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
 
 
 # --- ticklake broker ... --------------------------------------------------------------------------------

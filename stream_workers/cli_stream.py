@@ -45,8 +45,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     app = build_app(settings, with_silver=not args.bronze_only)
     faust_level = {"warning": "warn", "critical": "crit"}.get(args.log_level.lower(), args.log_level.lower())
     sys.argv = ["ticklake worker", "worker", "--loglevel", faust_level, "--without-web"]
-    app.main()
-    return 0
+    app.main()  # never returns: the Faust worker exits the process
 
 
 def _date(text: str) -> dt.date:
@@ -169,7 +168,7 @@ def cmd_reset_offsets(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def add_stream_commands(subcommands: argparse._SubParsersAction) -> None:
+def add_stream_commands(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     worker = subcommands.add_parser("worker", help="run a stream worker (Kafka -> bronze/silver Iceberg) for ever")
     worker.add_argument("--engine", choices=("faust", "plain"), default="faust",
                         help="faust: the Faust app (default, what the Procfile runs); plain: the bare consume loop")

@@ -10,7 +10,8 @@ stays the exact ledger.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pyarrow as pa
 from confluent_kafka import KafkaError, Message, Producer

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import io
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import fastavro
 import numpy as np
@@ -158,7 +159,7 @@ class BatchDecoder:
         return DecodedBatch(rows=rows, dead_letters=_dead_letter_table(messages, dead, ingested_at_us))
 
     def _decode_group(
-        self, writer: _WriterSchema, framed: "_Framed", indices: np.ndarray
+        self, writer: _WriterSchema, framed: _Framed, indices: np.ndarray
     ) -> tuple[pa.Table, np.ndarray, list[tuple[int, str]]]:
         try:
             table = _decode_block(writer, framed.bodies_block(indices), len(indices))

@@ -25,7 +25,6 @@ from schemas.topics import RAW_TOPICS
 from stream_workers.ledger import LedgerTable
 
 
-
 @dataclass(frozen=True)
 class Reset:
     partition: int
@@ -76,7 +75,7 @@ def reset_offsets(
                 "to": to,
                 "partitions": {str(p): {"from": {n: b.get(p) for n, b in before.items()}, "to": o} for p, o in targets.items()},
                 "by": getpass.getuser(),
-                "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             },
             sort_keys=True,
         )

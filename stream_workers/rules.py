@@ -6,15 +6,14 @@ No I/O, no state: the same bronze rows always give the same silver rows. Columns
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from schemas.topics import RAW_MARKETDATA, RAW_ORDERBOOK, RAW_TRADES
-
 from schemas.market_time import NEW_YORK_TZ as NEW_YORK
+from schemas.topics import RAW_MARKETDATA, RAW_ORDERBOOK, RAW_TRADES
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.catalog import Catalog
-from pyiceberg.expressions import EqualTo
+from pyiceberg.expressions import AlwaysTrue, EqualTo, Reference
+from pyiceberg.expressions.literals import literal
 from pyiceberg.table import Table
 
 from schemas.kafka_positions import KafkaPositions, KafkaPositionsError, PartitionPositions, UnknownTopic
@@ -187,7 +188,7 @@ def runs(offsets: np.ndarray) -> Ranges:
     breaks = np.nonzero(np.diff(offsets) != 1)[0]
     starts = np.concatenate([[0], breaks + 1])
     ends = np.concatenate([breaks, [len(offsets) - 1]])
-    return [(int(offsets[s]), int(offsets[e])) for s, e in zip(starts, ends)]
+    return [(int(offsets[s]), int(offsets[e])) for s, e in zip(starts, ends, strict=True)]
 
 
 # --- reading the lake ----------------------------------------------------------------------------------
@@ -215,11 +216,8 @@ def _scan(table: Table, columns: tuple[str, ...] | None = None, topic_column: st
     if table.current_snapshot() is None:
         schema = table.schema().as_arrow()
         return schema.empty_table() if columns is None else schema.empty_table().select(list(columns))
-    row_filter = EqualTo(topic_column, topic) if topic_column else None
-    kwargs = {"row_filter": row_filter} if row_filter is not None else {}
-    if columns is not None:
-        return table.scan(selected_fields=columns, **kwargs).to_arrow()
-    return table.scan(**kwargs).to_arrow()
+    row_filter = EqualTo(term=Reference(topic_column), value=literal(topic)) if topic_column else AlwaysTrue()
+    return table.scan(row_filter=row_filter, selected_fields=("*",) if columns is None else columns).to_arrow()
 
 
 def _table_status(name: str, table: Table, offsets: dict[int, int], lag: int | None) -> TableStatus:
@@ -306,11 +304,13 @@ def _below(parts: np.ndarray, offs: np.ndarray, recorded: Mapping[int, int]) -> 
     limit = np.zeros(int(max(parts.max(), max(recorded, default=0))) + 1, dtype=np.int64)
     for p, o in recorded.items():
         limit[p] = o
-    return offs < limit[parts]
+    below: np.ndarray = offs < limit[parts]
+    return below
 
 
 def _coordinate_keys(parts: np.ndarray, offs: np.ndarray) -> np.ndarray:
-    return parts * (1 << 40) + offs
+    keys: np.ndarray = parts * (1 << 40) + offs
+    return keys
 
 
 # --- bronze by identity --------------------------------------------------------------------------------
@@ -393,8 +393,11 @@ def _read_gaps(kafka: KafkaPositions, topic: str, partition: int, missing: np.nd
         holes.append(window[hit])
         not_data += int((~hit).sum())
         i = j
-    cat = lambda xs: np.concatenate(xs) if xs else np.zeros(0, dtype=np.int64)  # noqa: E731
-    return cat(holes), cat(unread), not_data
+    return _concat(holes), _concat(unread), not_data
+
+
+def _concat(arrays: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.int64)
 
 
 # --- silver by identity --------------------------------------------------------------------------------
@@ -512,10 +515,10 @@ def lake_status(
     reader = kafka if isinstance(kafka, KafkaPositions) else None
     if kafka is None:
         status.kafka_error = "Kafka was not read"
-    elif reader is not None:
+    elif isinstance(kafka, KafkaPositions):
         for topic in RAW_TOPICS:
             try:
-                positions[topic] = reader.positions([topic])[topic]
+                positions[topic] = kafka.positions([topic])[topic]
             except UnknownTopic as exc:
                 positions[topic], topic_errors[topic] = None, str(exc)
             except KafkaPositionsError as exc:

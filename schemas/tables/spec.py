@@ -7,6 +7,7 @@ Columns are declared as an Arrow schema because every writer and reader in TickL
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
@@ -32,7 +33,7 @@ STREAMING_PROPERTIES: dict[str, str] = {
 }
 BATCH_PROPERTIES: dict[str, str] = {"write.parquet.compression-codec": "zstd"}
 
-_TRANSFORMS: dict[str, Transform] = {
+_TRANSFORMS: dict[str, Transform[Any, Any]] = {
     "identity": IdentityTransform(),
     "day": DayTransform(),
     "month": MonthTransform(),

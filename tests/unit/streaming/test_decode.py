@@ -5,15 +5,16 @@ from __future__ import annotations
 import datetime as dt
 
 import pyarrow.compute as pc
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from simulator.market import GeneratorConfig, generate
-from schemas.avro import CURRENT_CONTRACT, TRADE_V1, TRADE_V2, AvroContract
+from schemas.avro import CURRENT_CONTRACT, TRADE_V1, TRADE_V2
 from schemas.topics import RAW_ORDERBOOK, RAW_TRADES
 from schemas.wire import LocalSchemas, encode, frame
+from simulator.market import GeneratorConfig, generate
 from stream_workers.decode import BatchDecoder, RawMessages
 
-NOW_US = int(dt.datetime(2024, 1, 2, tzinfo=dt.timezone.utc).timestamp() * 1e6)
+NOW_US = int(dt.datetime(2024, 1, 2, tzinfo=dt.UTC).timestamp() * 1e6)
 
 
 class _Schemas(LocalSchemas):
@@ -63,7 +64,7 @@ def test_corrupt_messages_become_dead_letters_and_the_rest_decodes() -> None:
     out = _decoder(RAW_TRADES).decode(_messages(RAW_TRADES, payloads), NOW_US)
     assert out.rows.num_rows == 36
     assert sorted(out.dead_letters["kafka_offset"].to_pylist()) == [3, 7, 9, 11]
-    reasons = dict(zip(out.dead_letters["kafka_offset"].to_pylist(), out.dead_letters["reason"].to_pylist()))
+    reasons = dict(zip(out.dead_letters["kafka_offset"].to_pylist(), out.dead_letters["reason"].to_pylist(), strict=True))
     assert "unknown schema id 4242" in reasons[9]
     assert "magic byte" in reasons[7]
     assert out.dead_letters["payload"].to_pylist()[1] == payloads[7]

@@ -8,7 +8,7 @@ import pyarrow as pa
 
 from stream_workers.rules import clean_market_data, clean_orderbook, clean_trades
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 TS = pa.timestamp("us", tz="UTC")
 
 

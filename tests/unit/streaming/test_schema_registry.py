@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
-from typing import Iterator
 
 import pytest
 
@@ -36,10 +36,8 @@ class _Registry(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # POST /subjects/<subject>/versions
         subject = self.path.split("/")[2]
         schema = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["schema"]
-        for sid, text in self.schemas.items():
-            if json.loads(text) == json.loads(schema):
-                break
-        else:
+        sid = next((known for known, text in self.schemas.items() if json.loads(text) == json.loads(schema)), None)
+        if sid is None:  # a new schema gets the next id; a known one keeps its id
             sid = 100 + len(self.schemas)
             self.schemas[sid] = schema
         self.subjects.setdefault(subject, []).append(sid)

@@ -14,7 +14,7 @@ from stream_workers.ledger import LedgerTable
 from stream_workers.silver import SilverStage
 
 TS = pa.timestamp("us", tz="UTC")
-NOW = dt.datetime(2024, 1, 3, 15, tzinfo=dt.timezone.utc)  # the stage's wall clock
+NOW = dt.datetime(2024, 1, 3, 15, tzinfo=dt.UTC)  # the stage's wall clock
 HOUR = 3600
 
 
@@ -71,7 +71,7 @@ class Writer:
         self.table.table.refresh()
         t = self.table.table.scan().to_arrow()
         out: dict[str, list[tuple]] = {}
-        for tid, price, day in zip(t["trade_id"].to_pylist(), t["price"].to_pylist(), t["trade_date"].to_pylist()):
+        for tid, price, day in zip(t["trade_id"].to_pylist(), t["price"].to_pylist(), t["trade_date"].to_pylist(), strict=True):
             out.setdefault(tid, []).append((price, day))
         return out
 
@@ -96,7 +96,7 @@ def test_correction_replaces_only_its_key_and_a_restart_keeps_deduping(offline_l
 def test_a_far_future_event_is_rejected_and_cannot_switch_dedupe_off(offline_lake_settings) -> None:  # type: ignore[no-untyped-def]
     w = Writer(open_catalog(offline_lake_settings))
     w.write([("a", 1.0, 0, 0)])
-    far = int((dt.datetime(2099, 1, 1, tzinfo=dt.timezone.utc) - NOW).total_seconds())
+    far = int((dt.datetime(2099, 1, 1, tzinfo=dt.UTC) - NOW).total_seconds())
     w.write([("z", 9.0, far, 1, 0)])
     assert w.rejects["rule"].to_pylist() == ["event_time_in_future"]
     assert w.write([("a", 1.0, 0, 2)]) == (0, 1)  # the old duplicate still drops

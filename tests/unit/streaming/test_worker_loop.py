@@ -8,6 +8,7 @@ import time
 
 import pyarrow.compute as pc
 import pytest
+from confluent_kafka import TopicPartition
 from sqlalchemy.exc import OperationalError
 
 from schemas.avro import CURRENT_CONTRACT
@@ -19,10 +20,8 @@ from schemas.topics import RAW_TRADES
 from schemas.wire import encode
 from simulator.market import GeneratorConfig, generate
 from stream_workers import engine
-from stream_workers.ledger import LedgerTable
 from stream_workers.engine import StreamWorker
-from confluent_kafka import TopicPartition
-
+from stream_workers.ledger import LedgerTable
 from tests.unit.streaming.memory_kafka import ConfirmingProducer, MemoryConsumer, MemoryMessage
 
 PARTITIONS = 3
@@ -88,8 +87,8 @@ def test_failed_commits_are_recovered_without_loss_or_duplicates(settings, monke
     catalog = open_catalog(settings)
     bronze = catalog.load_table(BRONZE_TRADES.name).scan(selected_fields=("kafka_partition", "kafka_offset", "trade_id")).to_arrow()
     dead = catalog.load_table(DEAD_LETTERS.name).scan(selected_fields=("kafka_partition", "kafka_offset")).to_arrow()
-    got = sorted(zip(bronze["kafka_partition"].to_pylist(), bronze["kafka_offset"].to_pylist()))
-    got_dead = sorted(zip(dead["kafka_partition"].to_pylist(), dead["kafka_offset"].to_pylist()))
+    got = sorted(zip(bronze["kafka_partition"].to_pylist(), bronze["kafka_offset"].to_pylist(), strict=True))
+    got_dead = sorted(zip(dead["kafka_partition"].to_pylist(), dead["kafka_offset"].to_pylist(), strict=True))
     bad = sorted((p, o) for (_, p), msgs in log.items() for o, m in enumerate(msgs) if m == b"\x01not avro")
     assert got_dead == bad, "every dead letter exactly once"
     assert sorted(got + got_dead) == sorted((p, o) for p in range(PARTITIONS) for o in range(want[p])), "every offset once"
@@ -152,7 +151,7 @@ def test_messages_fetched_before_a_rebalance_never_start_a_batch(settings) -> No
     want = {p: len(log[(RAW_TRADES, p)]) for p in range(PARTITIONS)}
     _run_until(worker, lambda: _ends(settings, BRONZE_TRADES) == want)
     bronze = open_catalog(settings).load_table(BRONZE_TRADES.name).scan(selected_fields=("kafka_partition", "kafka_offset")).to_arrow()
-    got = sorted(zip(bronze["kafka_partition"].to_pylist(), bronze["kafka_offset"].to_pylist()))
+    got = sorted(zip(bronze["kafka_partition"].to_pylist(), bronze["kafka_offset"].to_pylist(), strict=True))
     assert got == sorted((p, o) for p in range(PARTITIONS) for o in range(want[p])), "every offset exactly once"
 
 
