@@ -65,6 +65,16 @@ def _num(value: float | None, fmt: str = ",.0f") -> str:
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, fmt)
 
 
+def _seconds(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f} s"
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return _num(value, ",.0f" if abs(value) >= 100 else ".3g")
+    return "–" if value is None else str(value)
+
+
 def render(failures: dict[str, str] | None = None) -> str:
     replay, ingest, gold = (_load(n) for n in ("bench_replay", "bench_ingest", "bench_gold"))
     # bench_peers.json, plus any other run kept beside it (e.g. --defaults --json reports/bench_peers_defaults.json)
@@ -98,9 +108,10 @@ def render(failures: dict[str, str] | None = None) -> str:
                 if name.startswith("ticklake/") else ""
             if name.startswith("faust-path/ticklake") and name.endswith("rows/s"):
                 target = "≥ 0.8× would make Faust the data path"
-            out.append(f"| {name} | {value:.2f}× | {target} |")
+            out.append(f"| {name} ({peers['trades']:,} trades) | {value:.2f}× | {target} |")
     if gold and "ratio" in gold:
-        out.append(f"| gold day through Dagster + Iceberg vs DuckDB on Parquet | {gold['ratio']:.2f}× | ≤ 1.2× and ≤ 8 s |")
+        seconds = f", {gold['dagster_iceberg_s']:.1f} s vs {gold['duckdb_parquet_s']:.1f} s" if "dagster_iceberg_s" in gold else ""
+        out.append(f"| gold day through Dagster + Iceberg vs DuckDB on Parquet | {gold['ratio']:.2f}×{seconds} | ≤ 1.2× and ≤ 8 s |")
     out.append("")
 
     if replay:
@@ -148,12 +159,36 @@ def render(failures: dict[str, str] | None = None) -> str:
                 out += [(f"**Data path.** Faust's own consumer path reached {value:.2f}× the batch path's rows/s at "
                          f"{cpu:.1f}× its CPU per row ({verdict})."), ""]  # fmt: skip
     if gold:
-        out += [f"## Gold (`{gold.get('command', 'python -m load_tests.bench_gold')}`)", "", "```",
-                json.dumps(gold, indent=2), "```", ""]  # fmt: skip
+        load = gold.get("load_average_1m_at_end", float("nan"))
+        out += [f"## Gold (`{gold.get('command', 'python -m load_tests.bench_gold')}`, {gold.get('measured_at', '?')}, load {load:.1f})", ""]
+        dagster, duck = gold.get("steps_dagster_s", {}), gold.get("steps_duckdb_s", {})
+        if dagster or duck:
+            out += [f"One gold day of {gold.get('trades', 0):,} trades.", "", "| step | Dagster + Iceberg | DuckDB on Parquet |",
+                    "| --- | ---: | ---: |"]  # fmt: skip
+            for step in dict.fromkeys([*dagster, *duck]):
+                out.append(f"| {step} | {_seconds(dagster.get(step))} | {_seconds(duck.get(step))} |")
+            out += [f"| whole day | {_seconds(gold.get('dagster_iceberg_s'))} | {_seconds(gold.get('duckdb_parquet_s'))} |", ""]
+        else:
+            out += ["```", json.dumps(gold, indent=2), "```", ""]
     elif (REPORTS / "bench_gold.txt").exists():
         text = (REPORTS / "bench_gold.txt").read_text()
         table = text[text.find("one gold day"):] if "one gold day" in text else text[-2000:]
         out += ["## Gold (`python -m load_tests.bench_gold`)", "", "```", table.strip(), "```", ""]
+    known = {"bench_replay", "bench_ingest", "bench_gold"}
+    for other in sorted(REPORTS.glob("bench_*.json")):
+        if other.stem in known or other.stem.startswith("bench_peers"):
+            continue
+        data = json.loads(other.read_text())
+        out += [f"## {other.stem} (`{data.get('command', '?')}`, {data.get('measured_at', '?')})", ""]
+        runs = data.get("runs")
+        if isinstance(runs, list) and runs and all(isinstance(r, dict) for r in runs):
+            keys = list(dict.fromkeys(k for r in runs for k in r))
+            out += ["| " + " | ".join(keys) + " |", "|" + " --- |" * len(keys)]
+            for r in runs:
+                out.append("| " + " | ".join(_cell(r.get(k)) for k in keys) + " |")
+            out.append("")
+        else:
+            out += ["```", json.dumps(data, indent=2), "```", ""]
     for bench, why in (failures or {}).items():
         out += [f"**{bench} failed in this run** (figures above may be older):", "", "```", why, "```", ""]
     return "\n".join(out)

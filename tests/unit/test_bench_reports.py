@@ -43,8 +43,13 @@ def test_page_renders_what_exists_and_names_failures(tmp_path: Path, monkeypatch
     (tmp_path / "bench_peers.json").write_text(json.dumps({
         "command": "python -m load_tests.bench_peers --trades 1000000", "trades": 1_000_000, "measured_at": "x",
         "runs": [r.as_dict() for r in runs], "ratios": ratios(runs)}))  # fmt: skip
+    (tmp_path / "bench_gold.json").write_text(json.dumps({
+        "trades": 5_000_000, "dagster_iceberg_s": 6.0, "duckdb_parquet_s": 5.0, "ratio": 1.2,
+        "steps_dagster_s": {"gold.a": 6.0}, "steps_duckdb_s": {"gold.a": 5.0}}))  # fmt: skip
     page = bench_all.render({"bench_gold": "exit 1: boom"})
-    assert "| ticklake/iceberg-sink@5s rows per CPU-second | 5.00× | ≥ 4× |" in page
+    assert "| gold day through Dagster + Iceberg vs DuckDB on Parquet | 1.20×, 6.0 s vs 5.0 s | ≤ 1.2× and ≤ 8 s |" in page
+    assert "| whole day | 6.00 s | 5.00 s |" in page
+    assert "| ticklake/iceberg-sink@5s rows per CPU-second (1,000,000 trades) | 5.00× | ≥ 4× |" in page
     assert "| ticklake | 5 s | 1,000,000 | 10.0 | 100,000 | 6.0 | 300 MiB | 10 | 20 | 5.5 s |" in page
     assert "bench_gold failed in this run" in page and "boom" in page
     assert "## Replay" not in page  # no bench_replay.json: no section
