@@ -19,8 +19,9 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
@@ -103,7 +104,7 @@ class StreamWorker:
         with_silver: bool = True,
         on_flush: Callable[[FlushResult], None] | None = None,
         keep_results: bool = False,
-        metrics: "WorkerMetrics | None" = None,
+        metrics: WorkerMetrics | None = None,
         consumer: Consumer | None = None,
         dlq_producer: Producer | None = None,
         kafka_positions: KafkaPositions | None = None,
@@ -238,7 +239,7 @@ class StreamWorker:
         if not len(buf):
             return
         ends: dict[int, int] = {}
-        for p, o in zip(buf.partitions, buf.offsets):
+        for p, o in zip(buf.partitions, buf.offsets, strict=True):
             start = self._cursor.get((topic, p))
             if o < ends.get(p, -1) or (start is not None and o < start):
                 # Never commit a span the messages do not fill: treat it as a failed batch and re-read.
@@ -643,6 +644,6 @@ class _Flusher:
 def _split(buf: RawMessages, partitions: set[int]) -> tuple[RawMessages, RawMessages]:
     """Split a buffer into the messages of ``partitions`` and the rest, order kept."""
     taken, rest = RawMessages(buf.topic), RawMessages(buf.topic)
-    for p, o, ts, v in zip(buf.partitions, buf.offsets, buf.timestamps_ms, buf.payloads):
+    for p, o, ts, v in zip(buf.partitions, buf.offsets, buf.timestamps_ms, buf.payloads, strict=True):
         (taken if p in partitions else rest).add(p, o, ts, v)
     return taken, rest

@@ -19,8 +19,9 @@ import datetime as dt
 import json
 import logging
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -72,7 +73,7 @@ class SilverIndex:
         return len(self.latest)
 
     def live_days(self) -> set[int]:
-        now = dt.datetime.fromtimestamp(self.clock(), dt.timezone.utc)
+        now = dt.datetime.fromtimestamp(self.clock(), dt.UTC)
         first = _day_number((now - self.window).date()) - 1
         return set(range(first, _day_number(now.date()) + 2))
 
@@ -85,7 +86,7 @@ class SilverIndex:
         if len(self.key) == 1:
             keys: list[Key] = rows[self.key[0]].to_pylist()
             return keys
-        return list(zip(*(rows[c].to_pylist() for c in self.key)))
+        return list(zip(*(rows[c].to_pylist() for c in self.key), strict=True))
 
     def merge(self, rows: pa.Table) -> None:
         """Take rows silver holds (or will hold after this commit); the latest event time per key wins."""
@@ -94,7 +95,7 @@ class SilverIndex:
         event = pc.cast(rows["event_timestamp"], pa.int64()).to_numpy(zero_copy_only=False)
         day = pc.cast(rows["trade_date"], pa.int32()).to_numpy(zero_copy_only=False)
         latest = self.latest
-        for k, ts, d in zip(self.keys_of(rows), event.tolist(), day.tolist()):
+        for k, ts, d in zip(self.keys_of(rows), event.tolist(), day.tolist(), strict=True):
             if ts is None or d is None:
                 continue
             packed = (ts << _DAY_BITS) | d
@@ -217,7 +218,7 @@ def plan_silver(rows: pa.Table, index: SilverIndex) -> SilverPlan:
     keys = index.keys_of(rows)
     event_us = pc.cast(rows["event_timestamp"], pa.int64()).to_numpy(zero_copy_only=False)
     best: dict[Key, int] = {}
-    for i, (k, ts) in enumerate(zip(keys, event_us)):
+    for i, (k, ts) in enumerate(zip(keys, event_us, strict=True)):
         j = best.get(k)
         if j is None or ts > event_us[j]:
             best[k] = i
@@ -300,7 +301,7 @@ def _reject_rows(topic: str, rejected: pa.Table, rules: pa.Array) -> pa.Table:
     if rejected.num_rows == 0:
         return SILVER_REJECTS.empty()
     records = [json.dumps(r, default=str, sort_keys=True) for r in rejected.to_pylist()]
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     return pa.Table.from_pydict(
         {
             "source_topic": [topic] * rejected.num_rows,
