@@ -8,8 +8,8 @@ on the gold assets and read back what was committed.)
 """
 
 import datetime as dt
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Iterator, Mapping
 
 import duckdb
 import pyarrow as pa
@@ -17,8 +17,8 @@ from dagster import (
     AssetCheckExecutionContext,
     AssetCheckKey,
     AssetCheckResult,
-    AssetCheckSpec,
     AssetChecksDefinition,
+    AssetCheckSpec,
     Definitions,
     multi_asset_check,
 )

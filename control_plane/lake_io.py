@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from typing import Iterable
+from collections.abc import Iterable
 
 import pyarrow as pa
 from pyiceberg.exceptions import CommitFailedException
@@ -62,7 +62,7 @@ def days_present(table: Table) -> list[dt.date]:
     parts = table.inspect.partitions()
     if parts.num_rows == 0:
         return []
-    days = {p["trade_date"] for p, n in zip(parts.column("partition").to_pylist(), parts.column("record_count").to_pylist()) if n}
+    days = {p["trade_date"] for p, n in zip(parts.column("partition").to_pylist(), parts.column("record_count").to_pylist(), strict=True) if n}
     return sorted(days)
 
 

@@ -17,8 +17,8 @@ Three rules, each enforced here in one place:
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence
 
 from dagster import AssetKey, DagsterInstance, DagsterRunStatus, RunRequest, RunsFilter
 from pyiceberg.table import Table
@@ -44,7 +44,7 @@ class Rebuild:
     first: dt.date
     last: dt.date
 
-    def covers(self, other: "Rebuild") -> bool:
+    def covers(self, other: Rebuild) -> bool:
         return self.assets >= other.assets and self.first <= other.first and self.last >= other.last
 
 

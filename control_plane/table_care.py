@@ -20,8 +20,8 @@ import logging
 import random
 import time
 import uuid
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Iterable, Iterator
 from urllib.parse import urlparse
 
 import pyarrow as pa
@@ -164,7 +164,7 @@ class CompactionOutcome:
 def _today(today: dt.date | None) -> int:
     """Days since epoch of the earliest "today" in use (UTC for ingestion days, New York for trading days)."""
     if today is None:
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         today = min(now.date(), now.astimezone(NEW_YORK).date())
     return (today - _EPOCH).days
 
@@ -240,7 +240,7 @@ def _rows_of(table: Table, files: Iterable[DataFile]) -> pa.Table:
     order = table.sort_order()
     if order.fields:
         names = [table.schema().find_column_name(sf.source_id) for sf in order.fields]
-        rows = rows.sort_by([(n, "ascending" if sf.direction.value == "asc" else "descending") for n, sf in zip(names, order.fields)])
+        rows = rows.sort_by([(n, "ascending" if sf.direction.value == "asc" else "descending") for n, sf in zip(names, order.fields, strict=True)])
     return rows
 
 
@@ -432,7 +432,7 @@ def expire_snapshots(
     for attempt in range(1, max_attempts + 1):
         table.refresh()
         snapshots = sorted(table.snapshots(), key=lambda s: (s.timestamp_ms, s.sequence_number or 0))
-        cutoff_ms = int(((now or dt.datetime.now(dt.timezone.utc)) - older_than).timestamp() * 1000)
+        cutoff_ms = int(((now or dt.datetime.now(dt.UTC)) - older_than).timestamp() * 1000)
         keep = {ref.snapshot_id for ref in table.refs().values()}
         keep |= {s.snapshot_id for s in snapshots[-retain_last:]} if retain_last > 0 else set()
         ledger = ledger_snapshot_id(table)
@@ -499,13 +499,13 @@ def remove_orphan_files(table: Table, older_than: dt.timedelta = dt.timedelta(da
     are older than ``older_than`` (younger files may belong to a commit in flight)."""
     started = time.perf_counter()
     fs, root = pafs.FileSystem.from_uri(table.location())
-    cutoff = dt.datetime.now(dt.timezone.utc) - older_than
+    cutoff = dt.datetime.now(dt.UTC) - older_than
     table.refresh()
     referenced = referenced_files(table)
     listed = [i for i in fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True)) if i.type == pafs.FileType.File]
     orphans = [
         i for i in listed
-        if i.path not in referenced and i.mtime is not None and i.mtime.astimezone(dt.timezone.utc) < cutoff
+        if i.path not in referenced and i.mtime is not None and i.mtime.astimezone(dt.UTC) < cutoff
     ]
     deleted = 0
     if not dry_run:

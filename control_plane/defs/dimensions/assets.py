@@ -10,8 +10,8 @@ import json
 
 from dagster import (
     AssetExecutionContext,
-    AssetSelection,
     AssetsDefinition,
+    AssetSelection,
     DefaultScheduleStatus,
     DefaultSensorStatus,
     Failure,

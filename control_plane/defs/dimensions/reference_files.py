@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
-from typing import Iterable
 
 import pyarrow as pa
 from dagster import MetadataValue
@@ -53,7 +54,7 @@ def reference_files(folder: Path, dim: ReferenceDimension) -> list[ReferenceFile
             raise RejectedReferenceFile(f"{path.name}: effective date {match['effective']!r} is not a date") from exc
         found.append(ReferenceFile(path, dim, int(match["version"]), effective))
     found.sort(key=lambda f: f.version)
-    for before, after in zip(found, found[1:]):
+    for before, after in pairwise(found):
         if after.version == before.version:
             raise RejectedReferenceFile(f"{before.name} and {after.name} carry the same version {after.version}")
         if after.effective < before.effective:

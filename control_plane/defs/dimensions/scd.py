@@ -9,8 +9,9 @@ their trading day. No I/O here: the Dagster assets in ``control_plane.defs.dimen
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import duckdb
 import pyarrow as pa

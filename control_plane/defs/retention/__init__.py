@@ -29,7 +29,7 @@ class RetentionConfig(Config):
 @op(retry_policy=MAINTENANCE_RETRY, description="Delete finished runs and runless observations older than the horizons.")
 def prune_dagster_history(context: OpExecutionContext, config: RetentionConfig) -> None:
     outcome = prune_instance(
-        context.instance, dt.datetime.now(dt.timezone.utc), config.keep_runs_days, config.keep_observations_days,
+        context.instance, dt.datetime.now(dt.UTC), config.keep_runs_days, config.keep_observations_days,
         config.max_runs_per_pass,
     )
     context.log.info(

@@ -47,7 +47,7 @@ def delete_runless_observations(instance: DagsterInstance, before: dt.datetime) 
         events.run_id == RUNLESS_RUN_ID, events.dagster_event_type == DagsterEventType.ASSET_OBSERVATION.value
     )
     # The event log stores naive UTC datetimes.
-    cutoff = before.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    cutoff = before.astimezone(dt.UTC).replace(tzinfo=None)
     with storage.index_connection() as conn:
         newest = db.select(db.func.max(events.id)).where(runless_observations).group_by(events.asset_key)
         ids = [row[0] for row in conn.execute(

@@ -26,7 +26,7 @@ def freshness_check(spec: TableSpec) -> AssetChecksDefinition:
     def _freshness(context: AssetCheckExecutionContext, lake: LakeResource, kafka: KafkaResource) -> AssetCheckResult:
         topic = TOPIC_OF[spec.name]
         observation = observe_table(lake.table(spec), spec, topic, read_watermarks(kafka, {topic}))
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         evaluation = freshness_evaluation(asset_key(spec), observation, now, market_open_at(now))
         return AssetCheckResult(passed=evaluation.passed, severity=evaluation.severity, metadata=dict(evaluation.metadata))
 

@@ -22,7 +22,7 @@ from schemas.tables.spec import TableSpec
 EVENT_TIME_COLUMN = "event_timestamp"
 FRESHNESS_CHECK = "events_within_15_minutes"
 NO_SNAPSHOT = "no-snapshot"
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 @dataclass(frozen=True)
@@ -126,7 +126,7 @@ def observe_table(
     return TableObservation(
         table=spec.name,
         snapshot_id=snapshot.snapshot_id if snapshot is not None else None,
-        committed_at=dt.datetime.fromtimestamp(snapshot.timestamp_ms / 1000, tz=dt.timezone.utc) if snapshot else None,
+        committed_at=dt.datetime.fromtimestamp(snapshot.timestamp_ms / 1000, tz=dt.UTC) if snapshot else None,
         rows=int(summary.get("total-records", 0)),
         files=int(summary.get("total-data-files", 0)),
         offsets=offsets,

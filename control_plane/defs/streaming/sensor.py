@@ -54,7 +54,7 @@ def observation_events(
     for spec, topic in STREAMING_TABLES:
         seen = _seen(cursor, spec.name)
         observation: TableObservation = observe_table(lake.table(spec), spec, topic, watermarks, _known_newest(seen))
-        last_recorded = dt.datetime.fromtimestamp(seen.get("recorded_at", 0), tz=dt.timezone.utc)
+        last_recorded = dt.datetime.fromtimestamp(seen.get("recorded_at", 0), tz=dt.UTC)
         changed = (
             observation.data_version != seen.get("version")
             or observation.lag_total != seen.get("lag_total")
@@ -92,7 +92,7 @@ def observation_events(
 )
 def observe_streaming_tables(context: SensorEvaluationContext, lake: LakeResource, kafka: KafkaResource) -> SensorResult:
     cursor: dict[str, Any] = json.loads(context.cursor) if context.cursor else {}
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     events, next_cursor, notes = observation_events(lake, kafka, cursor, now, market_open_at(now))
     for note in notes:
         context.log.info(note)

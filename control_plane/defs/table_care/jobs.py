@@ -11,8 +11,8 @@ Three jobs over the ``bronze``, ``silver``, ``gold`` and ``dim`` namespaces, eac
 """
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import asdict
-from typing import Callable, Optional
 
 from dagster import (
     Config,
@@ -69,7 +69,7 @@ class CompactionConfig(TablesConfig):
 
 class ExpiryConfig(TablesConfig):
     older_than_minutes: float = 60.0
-    retain_last: Optional[int] = None  # default: TICKLAKE_KEEP_SNAPSHOTS, what the workers keep
+    retain_last: int | None = None  # default: TICKLAKE_KEEP_SNAPSHOTS, what the workers keep
     delete_files: bool = True
 
 
