@@ -45,7 +45,7 @@ def write_idle_lake(lake_dir: Path, trades: int, commits: int = 20) -> None:
     for c in range(commits):
         n = per_commit if c < commits - 1 else trades - written
         day = dt.date(2024, 1, 2) if c < commits // 2 else dt.date(2024, 1, 3)
-        base = dt.datetime.combine(day, dt.time(14, 30), dt.timezone.utc)
+        base = dt.datetime.combine(day, dt.time(14, 30), dt.UTC)
         ts = [base + dt.timedelta(seconds=rng.randrange(23_400)) for _ in range(n)]
         table.append(pa.table({
             "trade_id": [f"T{written + i}" for i in range(n)],

@@ -168,12 +168,12 @@ def produce_trade_transactions(bootstrap: str, transactions: int, per_transactio
     from confluent_kafka import Producer
 
     from schemas.avro import CURRENT_CONTRACT
-    from schemas.wire import encode
     from schemas.topics import RAW_TRADES
+    from schemas.wire import encode
 
     contract = CURRENT_CONTRACT[RAW_TRADES]
     rng = random.Random(seed)
-    start = dt.datetime(2024, 1, 2, 15, tzinfo=dt.timezone.utc)
+    start = dt.datetime(2024, 1, 2, 15, tzinfo=dt.UTC)
     producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": f"test-tx-{uuid.uuid4().hex[:8]}",
                          "log_level": 2})
     producer.init_transactions(30)
@@ -230,6 +230,7 @@ def expected_silver_trades(settings: Settings) -> dict[str, tuple[float, float]]
     for tid, price, qty, ts in zip(
         bronze["trade_id"].to_pylist(), bronze["price"].to_pylist(), bronze["quantity"].to_pylist(),
         pc.cast(bronze["event_timestamp"], pa.int64()).to_pylist(),
+        strict=True,
     ):
         if tid is None:
             continue
@@ -242,5 +243,5 @@ def assert_silver_exact(settings: Settings) -> None:
     expected = expected_silver_trades(settings)
     silver = read(settings, "silver.trades", ("trade_id", "price", "quantity"))
     assert silver.num_rows == len(expected), "silver.trades holds one row per distinct trade_id"
-    got = {t: (p, q) for t, p, q in zip(*(silver[c].to_pylist() for c in ("trade_id", "price", "quantity")))}
+    got = {t: (p, q) for t, p, q in zip(*(silver[c].to_pylist() for c in ("trade_id", "price", "quantity")), strict=True)}
     assert got == expected, "every trade carries its latest (corrected) values"

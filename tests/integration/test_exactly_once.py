@@ -7,12 +7,11 @@ import random
 import threading
 import time
 
-import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from schemas.offsets import recorded_counters
 from schemas.catalog import open_catalog
+from schemas.offsets import recorded_counters
 from schemas.topics import RAW_MARKETDATA, RAW_ORDERBOOK, RAW_TRADES
 from simulator.market import GeneratorConfig, generate
 from simulator.replay import publish
@@ -20,7 +19,6 @@ from tests.integration.streaming import (
     WorkerProcess,
     assert_bronze_exact,
     assert_silver_exact,
-    duplicate_coordinates,
     read,
     recreate_topics,
     wait_drained,
@@ -117,8 +115,8 @@ def test_two_workers_split_partitions_and_take_over(topics, lake_settings, tmp_p
     b.wait_for("assigned {")
     producer.start()
     time.sleep(6)
-    a_assigned = [l for l in a.log().splitlines() if "assigned {" in l]
-    b_assigned = [l for l in b.log().splitlines() if "assigned {" in l]
+    a_assigned = [line for line in a.log().splitlines() if "assigned {" in line]
+    b_assigned = [line for line in b.log().splitlines() if "assigned {" in line]
     assert a_assigned and b_assigned, "both workers own partitions"
     assert a_assigned[-1].split("assigned ")[1] != b_assigned[-1].split("assigned ")[1], "partitions are split"
     assert a.stop() == 0  # a leaves mid-stream; b takes everything over
@@ -176,7 +174,7 @@ def test_schema_v2_mid_stream_adds_the_column_without_restart(topics, lake_setti
     bronze = read(lake_settings, "bronze.raw_trades", ("schema_id", "venue_order_id"))
     assert bronze.num_rows == total
     by_schema = {sid: [] for sid in (1, 4)}
-    for sid, vo in zip(bronze["schema_id"].to_pylist(), bronze["venue_order_id"].to_pylist()):
+    for sid, vo in zip(bronze["schema_id"].to_pylist(), bronze["venue_order_id"].to_pylist(), strict=True):
         by_schema[sid].append(vo)
     assert len(by_schema[1]) == v1.produced[RAW_TRADES] and all(v is None for v in by_schema[1])
     assert len(by_schema[4]) == v2.produced[RAW_TRADES] and all(v and v.startswith("VO-") for v in by_schema[4])

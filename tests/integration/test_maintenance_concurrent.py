@@ -35,7 +35,7 @@ PARTITIONS = 3
 BATCHES = 60
 PAUSE_S = 0.05  # between a writer's commits (real workers commit every ~2 s per table)
 ROWS = 40
-UTC = dt.timezone.utc
+UTC = dt.UTC
 NOW = dt.datetime.now(UTC)
 DAYS = [NOW - dt.timedelta(days=1), NOW]  # a closed day and today
 
@@ -145,16 +145,16 @@ def test_compaction_and_expiry_under_streaming_writers(tmp_path: Path) -> None:
     assert rounds >= 3 and len(compacted) >= 3 and expired > 0
 
     total = BATCHES * ROWS
-    for writer, table in zip(writers, tables):
+    for writer, table in zip(writers, tables, strict=True):
         table.refresh()
         assert recorded_offsets(table) == {TOPIC: {p: writer.next[p] for p in range(PARTITIONS)}}
         assert sum(writer.next.values()) == total
         rows = table.scan().to_arrow()
         assert rows.num_rows == total, f"{writer.spec.name}: {rows.num_rows} rows, wrote {total}"
-        coordinates = set(zip(rows.column("kafka_partition").to_pylist(), rows.column("kafka_offset").to_pylist()))
+        coordinates = set(zip(rows.column("kafka_partition").to_pylist(), rows.column("kafka_offset").to_pylist(), strict=True))
         assert len(coordinates) == total
         if writer.spec is SILVER_TRADES:
-            prices = dict(zip(rows.column("trade_id").to_pylist(), rows.column("price").to_pylist()))
+            prices = dict(zip(rows.column("trade_id").to_pylist(), rows.column("price").to_pylist(), strict=True))
             assert len(prices) == total
             assert all(prices[t] == -1.0 for t in writer.corrected)
         health = table_health(table, policy.small_file_bytes)

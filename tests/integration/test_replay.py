@@ -64,7 +64,7 @@ def test_history_replay_is_what_the_decoder_reads(kafka_bootstrap: str, tmp_path
         for r in expected[topic]:
             want[r["symbol"]].append(r[key])
         got = defaultdict(list)
-        for symbol, value in zip(decoded.rows["symbol"].to_pylist(), decoded.rows[key].to_pylist()):
+        for symbol, value in zip(decoded.rows["symbol"].to_pylist(), decoded.rows[key].to_pylist(), strict=True):
             got[symbol].append(value if key == "trade_id" or isinstance(value, int) else int(value.timestamp() * 1e6))
         for symbol, values in got.items():
             it = iter(want[symbol])

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from schemas.catalog import CatalogUnreachable, S3_CHECKSUM_ENV, catalog_properties, mask_password, open_catalog
+from schemas.catalog import S3_CHECKSUM_ENV, CatalogUnreachable, catalog_properties, mask_password, open_catalog
 from schemas.settings import REPO_ROOT, Settings
 
 S3_ENV = {

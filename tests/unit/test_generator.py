@@ -12,10 +12,10 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pytest
 
-from simulator.history import read_history, write_history
-from simulator.market import DEFAULT_SYMBOLS, GeneratorConfig, generate, trading_sessions
 from schemas.avro import CURRENT_CONTRACT
 from schemas.topics import RAW_MARKETDATA, RAW_ORDERBOOK, RAW_TRADES
+from simulator.history import read_history, write_history
+from simulator.market import DEFAULT_SYMBOLS, GeneratorConfig, generate, trading_sessions
 
 NY = ZoneInfo("America/New_York")
 CONFIG = GeneratorConfig(trades=20_000, seed=3, duplicates=0.05, corrections=0.02, late=0.03)
@@ -148,7 +148,7 @@ def test_duplicate_correction_and_late_rates(stream: list[tuple[str, dict]]) -> 
     originals = {r["trade_id"]: r for r in reversed(_originals(stream))}
     duplicates = corrections = 0
     newest: dict[str, int] = {}
-    for prev, r in zip([None] + trades, trades):
+    for prev, r in zip([None] + trades, trades, strict=False):
         if r["trade_id"] in newest:
             if r == prev:
                 duplicates += 1

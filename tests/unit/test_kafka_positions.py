@@ -8,9 +8,9 @@ from confluent_kafka import KafkaError, KafkaException
 
 from schemas.kafka_positions import (
     KafkaPositionsError,
-    consumer_watermarks,
     KafkaUnavailable,
     PartitionPositions,
+    consumer_watermarks,
     is_retriable,
     lag,
     with_retries,

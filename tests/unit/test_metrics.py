@@ -69,7 +69,7 @@ def test_commit_latency_and_batch_rows_histograms() -> None:
 def test_freshness_is_computed_at_scrape_time_and_never_moves_back() -> None:
     clock = Clock(1_000.0)
     m = WorkerMetrics(clock=clock)
-    m.set_freshness("silver.trades", dt.datetime.fromtimestamp(940.0, tz=dt.timezone.utc))
+    m.set_freshness("silver.trades", dt.datetime.fromtimestamp(940.0, tz=dt.UTC))
     t = (("table", "silver.trades"),)
     assert scrape(m)[("ticklake_freshness_seconds", t)] == 60.0
     clock.now = 1_030.0  # nothing committed for 30 s: freshness keeps growing

@@ -68,7 +68,7 @@ def test_tiny_waits_are_batched_not_slept() -> None:
 
 def test_datetime_timestamps_and_bad_speed() -> None:
     fake = FakeTime()
-    t0 = dt.datetime(2024, 1, 2, 15, tzinfo=dt.timezone.utc)
+    t0 = dt.datetime(2024, 1, 2, 15, tzinfo=dt.UTC)
     records = [("raw.trades", {"event_timestamp": t0}), ("raw.trades", {"event_timestamp": t0 + dt.timedelta(seconds=4)})]
     list(paced(records, 2, clock=fake.clock, sleep=fake.sleep))
     assert fake.sleeps == [2.0]

@@ -95,10 +95,10 @@ def test_broken_rows_break_their_silver_rule(by_topic: dict[str, list[dict]]) ->
     trades = break_rules(RAW_TRADES, _table(RAW_TRADES, by_topic[RAW_TRADES][1:41]), mask)
     assert [v is None for v in trades["trade_id"].to_pylist()] == mask.tolist()
     books = break_rules(RAW_ORDERBOOK, _table(RAW_ORDERBOOK, by_topic[RAW_ORDERBOOK][1:41]), mask)
-    crossed = [b >= a for b, a in zip(books["best_bid"].to_pylist(), books["best_ask"].to_pylist())]
+    crossed = [b >= a for b, a in zip(books["best_bid"].to_pylist(), books["best_ask"].to_pylist(), strict=True)]
     assert crossed == mask.tolist()
     bars = break_rules(RAW_MARKETDATA, _table(RAW_MARKETDATA, by_topic[RAW_MARKETDATA][1:41]), mask)
-    assert [h < lo for h, lo in zip(bars["high"].to_pylist(), bars["low"].to_pylist())] == mask.tolist()
+    assert [h < lo for h, lo in zip(bars["high"].to_pylist(), bars["low"].to_pylist(), strict=True)] == mask.tolist()
 
 
 # -- pacing ------------------------------------------------------------------------------------------
@@ -154,10 +154,13 @@ def test_history_windows_keep_read_history_order(tmp_path: Path) -> None:
         for part in window:
             assert isinstance(part, TopicSlice) and part.due_s is not None and len(part.due_s) == part.rows.num_rows
             ids = part.rows["trade_id"] if "trade_id" in part.rows.column_names else part.rows["symbol"]
-            for pos, (ts, key, due) in enumerate(zip(part.rows["event_timestamp"].to_pylist(), ids.to_pylist(), part.due_s)):
+            for ts, key, due in zip(part.rows["event_timestamp"].to_pylist(), ids.to_pylist(), part.due_s, strict=True):
                 got.append((due, k, part.topic, ts, key))
     assert total == len(expected) == len(got)
-    per_topic = lambda rows: {t: [x for x in rows if x[0] == t] for t in (RAW_TRADES, RAW_ORDERBOOK, RAW_MARKETDATA)}
+
+    def per_topic(rows: list[tuple[str, int, str]]) -> dict[str, list[tuple[str, int, str]]]:
+        return {t: [x for x in rows if x[0] == t] for t in (RAW_TRADES, RAW_ORDERBOOK, RAW_MARKETDATA)}
+
     assert per_topic([(t, ts, key) for _, _, t, ts, key in got]) == per_topic(expected)  # each topic in its order
     dues = [d for d, *_ in sorted(got, key=lambda x: (x[1], x[0]))]
     assert dues == sorted(dues)  # windows follow the release schedule

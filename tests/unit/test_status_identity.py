@@ -21,7 +21,7 @@ from schemas.topics import RAW_MARKETDATA, RAW_ORDERBOOK, RAW_TRADES
 from stream_workers.rules import RULES
 from stream_workers.status import RESET_NOTE, lake_status, runs
 
-T0 = dt.datetime(2024, 1, 2, 15, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2024, 1, 2, 15, tzinfo=dt.UTC)
 
 
 def bronze_trades(
@@ -156,7 +156,7 @@ def reset(lake: Lake, before: int, after: int, at: dt.datetime, recorded: int) -
 def test_offsets_skipped_by_a_reset_forward_are_not_holes(lake: Lake) -> None:
     rows = bronze_trades(0, list(range(10)))
     lake.commit(rows, silver_rows(rows), {0: 10})
-    reset(lake, before=10, after=15, at=dt.datetime.now(dt.timezone.utc), recorded=15)
+    reset(lake, before=10, after=15, at=dt.datetime.now(dt.UTC), recorded=15)
     more = bronze_trades(0, list(range(15, 20)))
     lake.commit(more, silver_rows(more), {0: 20})
     status = lake.status({0: 20})
@@ -166,7 +166,7 @@ def test_offsets_skipped_by_a_reset_forward_are_not_holes(lake: Lake) -> None:
 def test_rows_from_before_a_topic_was_recreated_are_left_out(lake: Lake) -> None:
     rows = bronze_trades(0, list(range(10)))
     lake.commit(rows, silver_rows(rows), {0: 10}, duplicates=0)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     assert lake.status({0: 0}).balanced is False  # before the reset: recorded offset 10 above the end 0
     reset(lake, before=10, after=0, at=now, recorded=0)
     # The new topic's offset 4 repeats trade T0-1 of the old one: a duplicate of a key silver already holds.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import fastavro
@@ -27,8 +27,8 @@ TRADE = {
     "trader_id": "tr-7",
     "account_id": "acc-3",
     "exchange": "XNAS",
-    "trade_timestamp": datetime(2025, 3, 14, 14, 30, 0, 123456, tzinfo=timezone.utc),
-    "event_timestamp": datetime(2025, 3, 14, 14, 30, 0, 200000, tzinfo=timezone.utc),
+    "trade_timestamp": datetime(2025, 3, 14, 14, 30, 0, 123456, tzinfo=UTC),
+    "event_timestamp": datetime(2025, 3, 14, 14, 30, 0, 200000, tzinfo=UTC),
 }
 
 

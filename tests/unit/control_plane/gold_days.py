@@ -62,7 +62,7 @@ BOOKS = [
 
 def at(day: dt.date, hhmm: str) -> dt.datetime:
     hour, minute = map(int, hhmm.split(":"))
-    return dt.datetime.combine(day, dt.time(hour, minute), NEW_YORK).astimezone(dt.timezone.utc)
+    return dt.datetime.combine(day, dt.time(hour, minute), NEW_YORK).astimezone(dt.UTC)
 
 
 def trade_row(trade_id: str, day: dt.date, hhmm: str, trader: str, side: str, qty: float, symbol: str,

@@ -44,6 +44,6 @@ def partition_files(lake: LakeResource, spec: TableSpec, day: dt.date) -> set[st
         return set()
     files = table.inspect.files()
     return {
-        path for path, part in zip(files.column("file_path").to_pylist(), files.column("partition").to_pylist())
+        path for path, part in zip(files.column("file_path").to_pylist(), files.column("partition").to_pylist(), strict=True)
         if part["trade_date"] == day
     }

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import yaml
@@ -13,7 +13,8 @@ from dagster import AssetKey, AssetObservation, DagsterInstance, DagsterRunStatu
 from dagster._core.definitions.run_request import InstigatorType
 from dagster._core.scheduler.instigation import TickStatus
 
-from control_plane.defs.retention import cleanup_dagster_runs, defs as retention_defs
+from control_plane.defs.retention import cleanup_dagster_runs
+from control_plane.defs.retention import defs as retention_defs
 from control_plane.defs.retention.pruning import delete_runless_observations, prune_instance
 from control_plane.home import prepare_home
 from schemas.settings import Settings
@@ -59,7 +60,7 @@ def test_unfinished_runs_are_never_deleted_and_passes_are_bounded(sql_instance: 
     for _ in range(3):
         tiny.execute_in_process(instance=sql_instance)
     running = sql_instance.create_run_for_job(tiny, status=DagsterRunStatus.STARTED).run_id
-    far_future = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=365)
+    far_future = dt.datetime.now(dt.UTC) + dt.timedelta(days=365)
     first = prune_instance(sql_instance, far_future, keep_runs_days=30, keep_observations_days=14, max_runs=2)
     assert (first.runs_deleted, first.more_runs_left) == (2, True)
     second = prune_instance(sql_instance, far_future, keep_runs_days=30, keep_observations_days=14, max_runs=2)
@@ -72,7 +73,7 @@ def test_old_runless_observations_go_but_each_assets_newest_stays(sql_instance: 
         sql_instance.report_runless_asset_event(AssetObservation("silver/trades", tags={"dagster/data_version": version}))
     sql_instance.report_runless_asset_event(AssetObservation("bronze/raw_trades", tags={"dagster/data_version": "9"}))
     time.sleep(0.05)
-    cutoff = dt.datetime.now(dt.timezone.utc)
+    cutoff = dt.datetime.now(dt.UTC)
     sql_instance.report_runless_asset_event(AssetObservation("silver/market_data", tags={"dagster/data_version": "5"}))
 
     assert delete_runless_observations(sql_instance, cutoff) == 2

@@ -15,9 +15,9 @@ from dagster import (
 
 from control_plane.defs.gold.assets import SUMMARY_KEY
 from control_plane.defs.gold.jobs import RANGE_KEYS
-from control_plane.layers import NEW_YORK
 from control_plane.defs.gold.schedules import gold_daily, gold_monthly_recompute, previous_month
 from control_plane.defs.gold.sensors import changed_days, silver_late_changes
+from control_plane.layers import NEW_YORK
 from schemas.tables.gold import PORTFOLIO_POSITIONS
 from schemas.tables.silver import SILVER_TRADES
 from tests.unit.control_plane import gold_days as g

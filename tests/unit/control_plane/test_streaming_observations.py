@@ -10,7 +10,13 @@ import pytest
 from dagster import AssetCheckEvaluation, AssetKey, AssetObservation, DagsterInstance, Definitions, build_sensor_context
 
 from control_plane.defs.streaming import defs as streaming_defs
-from control_plane.defs.streaming.observation import FRESHNESS_CHECK, Watermarks, freshness_evaluation, observe_table, read_watermarks
+from control_plane.defs.streaming.observation import (
+    FRESHNESS_CHECK,
+    Watermarks,
+    freshness_evaluation,
+    observe_table,
+    read_watermarks,
+)
 from control_plane.defs.streaming.sensor import HEARTBEAT, observation_events, observe_streaming_tables
 from control_plane.defs.streaming.tables import STREAMING_KEYS
 from control_plane.resources import LakeResource
@@ -24,7 +30,7 @@ from tests.unit.control_plane.lakes import NO_BROKER, append, no_kafka
 
 SILVER_TRADES_KEY = AssetKey(["silver", "trades"])
 BRONZE_TRADES_KEY = AssetKey(["bronze", "raw_trades"])
-NOW = dt.datetime(2024, 1, 6, 12, 0, tzinfo=dt.timezone.utc)  # a Saturday: the market is closed
+NOW = dt.datetime(2024, 1, 6, 12, 0, tzinfo=dt.UTC)  # a Saturday: the market is closed
 
 
 def tick(lake: LakeResource, instance: DagsterInstance, cursor: str | None = None):

@@ -14,7 +14,7 @@ D1, D2, D3, D4 = dt.date(2024, 1, 1), dt.date(2024, 2, 1), dt.date(2024, 3, 1), 
 
 
 def file(dim: ReferenceDimension, *rows: tuple[str, ...]) -> pa.Table:
-    return conform_reference(pa.Table.from_pylist([dict(zip(dim.csv_columns, r)) for r in rows]), dim, "test.csv")
+    return conform_reference(pa.Table.from_pylist([dict(zip(dim.csv_columns, r, strict=True)) for r in rows]), dim, "test.csv")
 
 
 def apply(dim: ReferenceDimension, *versions: tuple[dt.date, pa.Table]) -> pa.Table:

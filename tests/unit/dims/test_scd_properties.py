@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from itertools import pairwise
 
 import pyarrow as pa
 from hypothesis import given, settings
@@ -40,7 +41,7 @@ def test_scd2_history_is_contiguous_and_ends_in_the_latest_values(history: list[
         versions = sorted((r for r in rows if r["trader_id"] == key), key=lambda r: r["valid_from"])
         assert [r["is_current"] for r in versions] == [False] * (len(versions) - 1) + [True]
         assert versions[-1]["valid_to"] == OPEN_END and versions[-1]["desk"] == latest[key]
-        for older, newer in zip(versions, versions[1:]):
+        for older, newer in pairwise(versions):
             assert older["valid_to"] == newer["valid_from"] and older["valid_from"] < newer["valid_from"]
             assert older["desk"] != newer["desk"]  # a version exists only because something changed
         assert [r["version"] for r in versions] == list(range(1, len(versions) + 1))

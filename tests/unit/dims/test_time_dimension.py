@@ -33,7 +33,7 @@ def test_nyse_holidays_and_early_closes(year_2024: dict[dt.date, dict]) -> None:
     assert year_2024[dt.date(2024, 6, 19)]["is_holiday"]  # Juneteenth
     assert not year_2024[dt.date(2025, 1, 9)]["is_trading_day"]  # ad-hoc closure (national day of mourning)
     regular = year_2024[dt.date(2024, 1, 2)]
-    assert regular["session_close"] == dt.datetime(2024, 1, 2, 21, 0, tzinfo=dt.timezone.utc)
+    assert regular["session_close"] == dt.datetime(2024, 1, 2, 21, 0, tzinfo=dt.UTC)
     weekend = year_2024[dt.date(2024, 1, 6)]
     assert weekend["is_weekend"] and not weekend["is_holiday"] and weekend["session_open"] is None
 

@@ -1,8 +1,7 @@
 """The Dagster maintenance jobs on a temporary lake: they act, report before/after, and load with the rest."""
 
-from pathlib import Path
-
 import datetime as dt
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
