@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 
 import faust
 import mode
@@ -28,6 +29,8 @@ log = logging.getLogger(__name__)
 # lost by that, the tables say where the next start resumes.
 STOP_DEADLINE_S = 20.0
 EXIT_INGEST_FAILED = 70
+# How long a starting worker waits for its catalog before giving up (and exiting for its process manager).
+START_WAIT_S = 300.0
 
 
 class _WithoutKafka(BootStrategy):
@@ -46,28 +49,48 @@ class IngestService(mode.Service):
         self.with_silver = with_silver
         self.worker: StreamWorker | None = None
         self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._metrics: WorkerMetrics | None = None
 
     async def on_start(self) -> None:
-        metrics = WorkerMetrics()
+        self._metrics = WorkerMetrics()
         if self.settings.metrics_port:
-            metrics.serve(self.settings.metrics_port)
-        self.worker = StreamWorker(self.settings, with_silver=self.with_silver, metrics=metrics)
+            self._metrics.serve(self.settings.metrics_port)
         self._thread = threading.Thread(target=self._run, name="ingest", daemon=True)
         self._thread.start()
-        log.info("ingest started (metrics on :%s)", self.settings.metrics_port)
+        log.info("ingest starting (metrics on :%s)", self.settings.metrics_port)
 
     def _run(self) -> None:
-        assert self.worker is not None
         try:
-            self.worker.run()
+            self.worker = self._connect()
+            if self.worker is not None and not self._stopping.is_set():  # on_stop may have run meanwhile
+                self.worker.run()
         except Exception:
             log.exception("ingest failed; exiting so the process manager restarts the worker")
             logging.shutdown()
             os._exit(EXIT_INGEST_FAILED)
 
+    def _connect(self) -> StreamWorker | None:
+        """The worker, once the catalog answers: a catalog that is locked or restarting at start-up is
+        waited for with bounded backoff (a log line each time) instead of a restart storm."""
+        delay, deadline = 0.5, time.monotonic() + START_WAIT_S
+        while not self._stopping.is_set():
+            try:
+                return StreamWorker(self.settings, with_silver=self.with_silver, metrics=self._metrics)
+            except Exception as exc:
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("starting the ingest failed (%s: %s); retrying in %.1f s", type(exc).__name__,
+                            str(exc).splitlines()[0][:300], delay)
+                self._stopping.wait(delay)
+                delay = min(delay * 2, 30.0)
+        return None
+
     async def on_stop(self) -> None:
-        if self.worker is not None and self._thread is not None:
-            self.worker.stop()
+        self._stopping.set()
+        if self._thread is not None:
+            if self.worker is not None:
+                self.worker.stop()
             await self.loop.run_in_executor(None, self._thread.join, STOP_DEADLINE_S)
             if self._thread.is_alive():
                 log.warning("ingest did not stop within %.0f s (broker or catalog unreachable?); exiting now",

@@ -246,3 +246,20 @@ def test_data_cannot_switch_dedupe_off(topics, lake_settings, tmp_path) -> None:
     rejects = read(lake_settings, "silver.rejects", ("rule",))
     assert rejects["rule"].to_pylist() == ["event_time_in_future"]
     assert len(rows) == 3 + 60
+
+
+def test_a_worker_starting_on_a_locked_catalog_waits_instead_of_exiting(topics, lake_settings, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    lake_settings.lake_dir.mkdir(parents=True, exist_ok=True)
+    locker = threading.Thread(target=hold_catalog_lock, args=(lake_settings.lake_dir / "catalog.db", 25.0))
+    locker.start()
+    time.sleep(0.5)
+    worker = WorkerProcess(lake_settings, "g-start-locked", tmp_path / "w.log")
+    try:
+        worker.wait_for("starting the ingest failed", timeout=60)
+        locker.join()
+        worker.wait_for("assigned {", timeout=120)
+        summary = publish(lake_settings, generate(GeneratorConfig(symbols=SYMBOLS, trades=500, seed=51)), show_progress=False)
+        wait_drained(lake_settings, dict(summary.produced), timeout=120)
+        assert worker.proc.poll() is None, "the worker never exited"
+    finally:
+        worker.stop()
