@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from schemas.avro import CURRENT_CONTRACT, TRADE_V2, AvroContract, avro_to_arrow
+from schemas.kafka_config import kafka_client_config
 from schemas.settings import Settings
 from schemas.topics import RAW_ORDERBOOK, RAW_TRADES
 from schemas.wire import frame, schema_lookup
@@ -274,7 +275,7 @@ def publish_windows(
     contracts = contracts_for(schema_version)
     lookup = schema_lookup(settings.schema_registry_url)
     ids = {topic: lookup.id_for(c) for topic, c in contracts.items()}
-    sender = _Sender(settings.kafka_bootstrap_servers, connect_timeout_s)
+    sender = _Sender(settings.kafka_bootstrap_servers, connect_timeout_s, extra=kafka_client_config(settings))
     np_rng = np.random.default_rng(seed ^ 0x5EED)
     rng = random.Random(seed ^ 0x5EED)
     summary = ReplaySummary()

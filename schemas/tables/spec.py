@@ -85,6 +85,11 @@ def ensure_table(catalog: Catalog, spec: TableSpec) -> Table:
         catalog.create_namespace(spec.namespace)
     except NamespaceAlreadyExistsError:
         pass
+    except Exception:
+        # Another process created it between pyiceberg's existence check and its insert (SQL catalogs raise
+        # IntegrityError there): fine if it exists now.
+        if (spec.namespace,) not in catalog.list_namespaces():
+            raise
     try:
         return catalog.load_table(spec.name)
     except Exception as exc:  # NoSuchTableError; some catalogs raise subclasses
