@@ -25,6 +25,7 @@ from pyiceberg.table import Table
 
 from control_plane.metrics_push import MONITORING_FAILURES, push_asset_run, push_registry
 from schemas.catalog import open_catalog
+from schemas.kafka_config import kafka_client_config
 from schemas.kafka_positions import KafkaPositions, TopicPositions
 from schemas.settings import Settings
 from schemas.tables.spec import TableSpec, ensure_table
@@ -83,7 +84,10 @@ class KafkaResource(ConfigurableResource):
 
     def positions(self, topics: Iterable[str]) -> TopicPositions:
         """Log start, end and stable offsets of ``topics``; raises ``KafkaPositionsError`` naming the broker."""
-        reader = KafkaPositions(self.bootstrap_servers, wait_s=self.timeout_s)
+        # Security settings (SASL user and password, TLS files) come from the environment, never from
+        # resource config, so Dagster's UI never shows a secret.
+        settings = Settings.from_env().with_overrides(kafka_bootstrap_servers=self.bootstrap_servers)
+        reader = KafkaPositions(self.bootstrap_servers, wait_s=self.timeout_s, client_config=kafka_client_config(settings))
         try:
             return reader.positions(topics)
         finally:
