@@ -39,8 +39,9 @@ ticklake status --wait 600
 
 days=$(python - "$start" "$end" <<'PY'
 import datetime as dt, sys
+from schemas.market_time import sessions_between  # gold partitions are NYSE sessions: no weekends, no holidays
 a, b = (dt.date.fromisoformat(x) for x in sys.argv[1:])
-print(" ".join(str(a + dt.timedelta(d)) for d in range((b - a).days + 1) if (a + dt.timedelta(d)).weekday() < 5))
+print(" ".join(str(d) for d in sessions_between(a, b)))
 PY
 )
 for day in $days; do
