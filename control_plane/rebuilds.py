@@ -25,15 +25,13 @@ from pyiceberg.table import Table
 
 from control_plane.checks import PARTITION_TAG, RANGE_END_TAG, RANGE_START_TAG
 from control_plane.lake_io import PARTITION_PROPERTY
-from schemas.offsets import snapshot_ancestry
+from schemas.offsets import SILVER_READ_PROPERTY, snapshot_ancestry
 
 # Runs with the same value of this tag never run at once (dagster.yaml: limit 1 per value).
 SERIAL_TAG = "ticklake/serial"
 CUMULATIVE = "cumulative"
 # Runs that have not read anything yet: a change arriving now is still seen by them.
 WAITING = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING]
-# Snapshot summary key of a gold commit: the silver snapshot its rows were computed from.
-SILVER_READ_PROPERTY = "ticklake.silver_read"
 
 
 @dataclass(frozen=True)

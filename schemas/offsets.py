@@ -1,4 +1,5 @@
-"""Kafka offsets recorded in Iceberg snapshot summaries: the ledger of the exactly-once protocol.
+"""Kafka offsets recorded in Iceberg snapshot summaries (the ledger of the exactly-once protocol), and the
+names of every other snapshot-summary property TickLake writes.
 
 Every streaming commit stores, under ``ticklake.offsets``, the *next* offset to read for every Kafka
 partition the table has ever consumed (``{"raw.trades": {"0": 1200, "1": 980}}``), carrying forward the
@@ -19,6 +20,11 @@ OFFSETS_PROPERTY = "ticklake.offsets"
 COUNTERS_PROPERTY = "ticklake.counters"
 # An operator's ``ticklake reset-offsets``: who moved which partitions' next offset, from where, to where, when.
 RESET_PROPERTY = "ticklake.offsets-reset"
+# Commits made by table care (compaction, expiry): readers can tell a rewrite from new data.
+MAINTENANCE_PROPERTY = "ticklake.maintenance"
+# A gold commit: the partition (trading day) it wrote, and the silver snapshot its rows were computed from.
+PARTITION_PROPERTY = "ticklake.partition"
+SILVER_READ_PROPERTY = "ticklake.silver_read"
 # Offsets per source topic, then per partition: the next offset to consume.
 TopicOffsets = dict[str, dict[int, int]]
 
