@@ -14,7 +14,8 @@ from collections.abc import Iterable
 
 import pyarrow as pa
 from pyiceberg.exceptions import CommitFailedException
-from pyiceberg.expressions import AlwaysTrue, And, BooleanExpression, EqualTo, GreaterThan, LessThanOrEqual
+from pyiceberg.expressions import AlwaysTrue, And, BooleanExpression, EqualTo, GreaterThan, LessThanOrEqual, Reference
+from pyiceberg.expressions.literals import literal
 from pyiceberg.table import Table
 
 log = logging.getLogger(__name__)
@@ -28,14 +29,18 @@ def as_day(value: str | dt.date) -> dt.date:
 
 
 def _day_filter(after: dt.date | None, through: dt.date) -> BooleanExpression:
-    upper = LessThanOrEqual("trade_date", through.isoformat())
-    return upper if after is None else And(GreaterThan("trade_date", after.isoformat()), upper)
+    upper = LessThanOrEqual(term=Reference("trade_date"), value=literal(through.isoformat()))
+    return upper if after is None else And(GreaterThan(term=Reference("trade_date"), value=literal(after.isoformat())), upper)
+
+
+def _on_day(day: dt.date) -> BooleanExpression:
+    return EqualTo(term=Reference("trade_date"), value=literal(day.isoformat()))
 
 
 def read_day(table: Table, day: str | dt.date, columns: Iterable[str], snapshot_id: int | None = None) -> pa.Table:
     """The rows of one ``trade_date`` (at ``snapshot_id``, else the current snapshot), only ``columns``."""
     scan = table.scan(
-        row_filter=EqualTo("trade_date", as_day(day).isoformat()),
+        row_filter=_on_day(as_day(day)),
         selected_fields=tuple(columns),
         snapshot_id=snapshot_id,
     )
@@ -80,7 +85,7 @@ def overwrite_day(table: Table, rows: pa.Table, day: str | dt.date) -> None:
         try:
             table.overwrite(
                 rows,
-                overwrite_filter=EqualTo("trade_date", day.isoformat()),
+                overwrite_filter=_on_day(day),
                 snapshot_properties={PARTITION_PROPERTY: day.isoformat()},
             )
             return

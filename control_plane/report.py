@@ -9,7 +9,8 @@ import datetime as dt
 import sys
 
 import duckdb
-from pyiceberg.expressions import In
+from pyiceberg.expressions import AlwaysTrue, In, Reference
+from pyiceberg.expressions.literals import literal
 
 from schemas.catalog import open_catalog
 from schemas.settings import Settings
@@ -32,10 +33,11 @@ def main(argv: list[str] | None = None) -> int:
     catalog = open_catalog(Settings.from_env())
     for spec in (DAILY_TRADING_SUMMARY, MARKET_OVERVIEW, TRADER_PERFORMANCE, PORTFOLIO_POSITIONS):
         table = ensure_table(catalog, spec)
-        row_filter = In("trade_date", [d.isoformat() for d in days]) if days else None
-        t = table.scan(row_filter=row_filter).to_arrow() if row_filter is not None else table.scan().to_arrow()
+        row_filter = In(term=Reference("trade_date"), values={literal(d.isoformat()) for d in days}) if days else AlwaysTrue()
+        t = table.scan(row_filter=row_filter).to_arrow()
         print(f"\n{spec.name} ({t.num_rows} rows)")
-        print(duckdb.sql(QUERIES[spec.name]).fetchdf().to_string(index=False) if t.num_rows else "  (empty)")
+        relation = duckdb.sql(QUERIES[spec.name]) if t.num_rows else None  # the query reads the local ``t``
+        print(relation.fetchdf().to_string(index=False) if relation is not None else "  (empty)")
     return 0
 
 

@@ -137,7 +137,7 @@ class DuckDBResource(ConfigurableResource):
     threads: int = 0  # 0: DuckDB's default (all cores)
 
     def connect(self) -> duckdb.DuckDBPyConnection:
-        config = {"threads": self.threads} if self.threads else {}
+        config: dict[str, str | bool | int | float | list[str]] = {"threads": self.threads} if self.threads else {}
         return duckdb.connect(self.database, config=config)
 
 

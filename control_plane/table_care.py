@@ -20,8 +20,9 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
+from typing import Any, TypeAlias
 from urllib.parse import urlparse
 
 import pyarrow as pa
@@ -72,6 +73,14 @@ class TableHealth:
         return {**asdict(self), "avg_file_bytes": self.avg_file_bytes}
 
 
+PartitionKey: TypeAlias = tuple[int, tuple[Any, ...]]
+
+
+def _partition_key(spec_id: int, partition: Record) -> PartitionKey:
+    """(spec id, partition values); ``Record`` iterates only through ``__getitem__``, which typing does not see."""
+    return spec_id, tuple(partition[i] for i in range(len(partition)))
+
+
 def live_files(table: Table, snapshot: Snapshot | None = None) -> list[tuple[int, DataFile]]:
     """``(data sequence number, file)`` of every live data and delete file of ``snapshot`` (default: current)."""
     snapshot = snapshot or table.current_snapshot()
@@ -95,7 +104,7 @@ def table_health(table: Table, small_file_bytes: int = int(DEFAULT_TARGET_FILE_B
         data_bytes=sum(f.file_size_in_bytes for f in data),
         records=sum(f.record_count for f in data),
         small_files=sum(1 for f in data if f.file_size_in_bytes < small_file_bytes),
-        partitions=len({(f.spec_id, tuple(f.partition)) for f in data}),
+        partitions=len({_partition_key(f.spec_id, f.partition) for f in data}),
         delete_files=len(files) - len(data),
     )
 
@@ -203,10 +212,10 @@ def plan_compaction(table: Table, policy: CompactionPolicy = CompactionPolicy(),
     snapshot = table.current_snapshot()
     if snapshot is None:
         return []
-    by_partition: dict[tuple[int, tuple], list[tuple[int, DataFile]]] = {}
-    with_deletes: set[tuple[int, tuple]] = set()
+    by_partition: dict[PartitionKey, list[tuple[int, DataFile]]] = {}
+    with_deletes: set[PartitionKey] = set()
     for seq, f in live_files(table, snapshot):
-        key = (f.spec_id, tuple(f.partition))
+        key = _partition_key(f.spec_id, f.partition)
         if f.content != DataFileContent.DATA:
             with_deletes.add(key)
         elif f.file_size_in_bytes < policy.small_file_bytes:
@@ -244,7 +253,7 @@ def _rows_of(table: Table, files: Iterable[DataFile]) -> pa.Table:
     return rows
 
 
-def _write_one_file(table: Table, rows: pa.Table, write_uuid: uuid.UUID, counter: Iterator[int]) -> list[DataFile]:
+def _write_one_file(table: Table, rows: pa.Table, write_uuid: uuid.UUID, counter: itertools.count[int]) -> list[DataFile]:
     """Write ``rows`` (one partition) as one Parquet file; our bins already decide the size."""
     # pyiceberg bin-packs by in-memory Arrow size; a huge target leaves the on-disk sizing to our bins.
     metadata = table.metadata.model_copy(
@@ -268,7 +277,7 @@ def _single_attempt(table: Table) -> Table:
 
 def _ancestors_since(table: Table, base_snapshot_id: int) -> list[Snapshot] | None:
     """Snapshots committed after ``base`` on the current branch, newest first; None if base is not an ancestor."""
-    out = []
+    out: list[Snapshot] = []
     for snapshot in snapshot_ancestry(table):
         if snapshot.snapshot_id == base_snapshot_id:
             return out
@@ -283,8 +292,8 @@ def inputs_still_live(table: Table, plan: PartitionPlan) -> str | None:
     if since is not None and all(s.summary is not None and s.summary.operation == Operation.APPEND for s in since):
         return None
     live = live_files(table)
-    key = (plan.spec_id, tuple(plan.partition))
-    if any(f.content != DataFileContent.DATA and (f.spec_id, tuple(f.partition)) == key for _, f in live):
+    key = _partition_key(plan.spec_id, plan.partition)
+    if any(f.content != DataFileContent.DATA and _partition_key(f.spec_id, f.partition) == key for _, f in live):
         return "a delete file now applies to the partition"
     paths = {f.file_path for _, f in live}
     gone = [f.file_path for f in plan.files if f.file_path not in paths]

@@ -67,8 +67,6 @@ def reference_dimension_asset(dim: ReferenceDimension) -> AssetsDefinition:
             )
         context.log.info(f"{dim.spec.name}: applied {report.applied or 'no new files'}")
         return MaterializeResult(metadata={**report.metadata(), "folder": str(folder)})
-
-    _dimension.__name__ = dim.spec.name.replace(".", "_")
     return _dimension
 
 

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 from dagster import MetadataValue
@@ -99,7 +100,7 @@ class ApplyReport:
     committed_snapshot: int | None = None
     rejected: str | None = None
 
-    def metadata(self) -> dict[str, object]:
+    def metadata(self) -> dict[str, Any]:  # Dagster metadata values are of many types
         return {
             "table": self.table,
             "files_applied": MetadataValue.json(self.applied),

@@ -29,8 +29,6 @@ def freshness_check(spec: TableSpec) -> AssetChecksDefinition:
         now = dt.datetime.now(dt.UTC)
         evaluation = freshness_evaluation(asset_key(spec), observation, now, market_open_at(now))
         return AssetCheckResult(passed=evaluation.passed, severity=evaluation.severity, metadata=dict(evaluation.metadata))
-
-    _freshness.__name__ = f"{spec.name.replace('.', '_')}_freshness"
     return _freshness
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from dagster import AssetCheckEvaluation, AssetCheckSeverity, AssetKey, MetadataValue
 from pyiceberg.conversions import from_bytes
 from pyiceberg.table import Table
+from pyiceberg.types import TimestampType, TimestamptzType
 
 from control_plane.layers import SILVER_MAX_AGE
 from control_plane.resources import KafkaResource
@@ -94,11 +95,15 @@ def newest_value(table: Table, column: str) -> dt.datetime | None:
     if table.current_snapshot() is None:
         return None
     field = table.schema().find_field(column)
+    if not isinstance(field.field_type, TimestampType | TimestamptzType):
+        raise ValueError(f"{column} of {'.'.join(table.name())} is {field.field_type}, not a timestamp")
     newest: int | None = None
     for task in table.scan(selected_fields=(column,)).plan_files():
         raw = (task.file.upper_bounds or {}).get(field.field_id)
         if raw is not None:
-            value = from_bytes(field.field_type, raw)
+            value: object = from_bytes(field.field_type, raw)  # pyiceberg types it as an unbound TypeVar
+            if not isinstance(value, int):  # microseconds since the epoch, for both timestamp types
+                raise ValueError(f"upper bound of {column} decoded as {value!r}, not microseconds")
             newest = value if newest is None else max(newest, value)
     return None if newest is None else _EPOCH + dt.timedelta(microseconds=newest)
 

@@ -13,6 +13,7 @@ Three jobs over the ``bronze``, ``silver``, ``gold`` and ``dim`` namespaces, eac
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import asdict
+from typing import Any
 
 from dagster import (
     Config,
@@ -86,7 +87,7 @@ def tables_to_care_for(catalog: Catalog, config: TablesConfig) -> list[Table]:
     return [catalog.load_table(ident) for ns in config.namespaces if ns in existing for ident in sorted(catalog.list_tables(ns))]
 
 
-def _report(before: dict[str, TableHealth], after: dict[str, TableHealth], notes: dict[str, str]) -> dict[str, object]:
+def _report(before: dict[str, TableHealth], after: dict[str, TableHealth], notes: dict[str, str]) -> dict[str, Any]:
     """Dagster metadata: totals before/after, and one line per table."""
     lines = ["| table | files | MB | snapshots | |", "|---|---|---|---|---|"]
     for name in before:
