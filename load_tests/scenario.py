@@ -108,7 +108,25 @@ def summarize(samples: list[Sample], replay_seconds: float | None, drained_at: f
         "freshness_s": _stats(max(s.freshness_s.values(), default=0.0) for s in samples),
         "commit_latency_s": _stats(v for s in samples for v in s.commit_latency_s.values()),
         "commit_latency_p99_s": _stats(v for s in samples for v in s.commit_latency_p99_s.values()),
+        "per_minute": per_minute(samples),
     }
+
+
+def per_minute(samples: list[Sample]) -> list[dict[str, float | int | None]]:
+    """Freshness p50/p99/max and the offered/achieved rates of each minute of the run."""
+    out: list[dict[str, float | int | None]] = []
+    for minute in sorted({int(s.t // 60) for s in samples}):
+        these = [s for s in samples if int(s.t // 60) == minute]
+        times = [s.t for s in these]
+        fresh = _stats(max(s.freshness_s.values(), default=0.0) for s in these)
+        span = times[-1] - times[0] if len(times) > 1 else 0.0
+        out.append({
+            "minute": minute,
+            "freshness_p50_s": fresh["p50"], "freshness_p99_s": fresh["p99"], "freshness_max_s": fresh["max"],
+            "offered_msg_s": (these[-1].offered - these[0].offered) / span if span else None,
+            "achieved_msg_s": (these[-1].achieved - these[0].achieved) / span if span else None,
+        })  # fmt: skip
+    return out
 
 
 def write_report(name: str, directory: Path, meta: dict, samples: list[Sample], summary: dict) -> tuple[Path, Path]:

@@ -103,3 +103,16 @@ def test_report_without_metrics_or_samples(tmp_path: Path) -> None:
     assert summary["commit_latency_s"]["p99"] is None and summary["lag"]["final"] is None
     _, png = write_report("empty", tmp_path, {}, [], summary)
     assert png.exists()
+
+
+def test_per_minute_freshness_and_rates() -> None:
+    from load_tests.scenario import Sample, per_minute
+
+    def sample(t: float, offered: int, achieved: int, fresh: float) -> Sample:
+        return Sample(t=t, offered=offered, published=offered, committed={}, achieved=achieved, lag={}, lag_total=0,
+                      freshness_s={"silver.trades": fresh})
+
+    rows = per_minute([sample(0, 0, 0, 1.0), sample(30, 600, 300, 3.0), sample(60, 1200, 1200, 0.5), sample(90, 1500, 1500, 0.5)])
+    assert [r["minute"] for r in rows] == [0, 1]
+    assert rows[0]["freshness_max_s"] == 3.0 and rows[0]["offered_msg_s"] == 20.0 and rows[0]["achieved_msg_s"] == 10.0
+    assert rows[1]["freshness_p50_s"] == 0.5 and rows[1]["offered_msg_s"] == 10.0
