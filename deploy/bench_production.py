@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import secrets
-import socket
 import sys
 import tempfile
 import time
@@ -27,17 +26,7 @@ from schemas.settings import REPO_ROOT, Settings  # noqa: E402
 from stream_workers import broker  # noqa: E402
 from stream_workers.engine import tune_gc_for_batches  # noqa: E402
 from stream_workers.parts import iceberg_rest, postgres, s3proxy  # noqa: E402
-
-
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
+from stream_workers.parts.process import free_ports
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault(key, value)
     root = Path(tempfile.mkdtemp(prefix="ticklake-bench-production-"))
     root.chmod(0o755)
-    pg_port, s3_port, rest_port, kafka_port, controller_port = _free_ports(5)
+    pg_port, s3_port, rest_port, kafka_port, controller_port = free_ports(5)
     pg = postgres.PostgresConfig(base_dir=root / "postgres", port=pg_port, password=secrets.token_hex(8))
     s3 = s3proxy.S3ProxyConfig(base_dir=root / "s3proxy", port=s3_port, secret_key=secrets.token_hex(8))
     (root / "s3proxy").mkdir()

@@ -22,7 +22,6 @@ import argparse
 import os
 import random
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -36,17 +35,7 @@ from pathlib import Path
 from schemas.settings import REPO_ROOT, Settings
 from schemas.topics import RAW_TOPICS, dead_letter_topic
 from stream_workers import broker
-
-
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
+from stream_workers.parts.process import free_ports
 
 
 class Journal:
@@ -207,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
 
     workdir = args.dir or Path(tempfile.mkdtemp(prefix="ticklake-chaos-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    port, controller = _free_ports(2)
+    port, controller = free_ports(2)
     config = broker.BrokerConfig(port=port, controller_port=controller, data_dir=workdir / "kafka")
     lake = workdir / "lake"
     lake.mkdir(exist_ok=True)

@@ -28,6 +28,7 @@ from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic
 
 from schemas.kafka_positions import KafkaPositions, KafkaPositionsError
 from schemas.settings import REPO_ROOT
+from stream_workers.parts.process import wait_gone
 
 KAFKA_POM = REPO_ROOT / "deploy" / "kafka-pom.xml"
 LOG4J2_CONFIG = REPO_ROOT / "deploy" / "kafka-log4j2.properties"
@@ -242,9 +243,9 @@ def stop(config: BrokerConfig | None = None, timeout_s: float = 30.0) -> bool:
         return False
     try:
         process.send_signal(signal.SIGTERM)
-        if not _wait_gone(process, timeout_s):
+        if not wait_gone(process, timeout_s):
             process.kill()
-            if not _wait_gone(process, 10.0):
+            if not wait_gone(process, 10.0):
                 raise BrokerError(f"Kafka broker pid {process.pid} on {config.bootstrap} survived SIGKILL")
     except psutil.NoSuchProcess:
         pass
@@ -494,19 +495,6 @@ def _broker_process(config: BrokerConfig) -> psutil.Process | None:
     if "kafka.Kafka" in cmdline and str(config.properties_file) in cmdline:
         return process
     return None
-
-
-def _wait_gone(process: psutil.Process, timeout_s: float) -> bool:
-    """True once the process has exited (a zombie counts: its parent, usually init, reaps it)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if process.status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def _last_exception_line(config: BrokerConfig) -> str | None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 
 from schemas.settings import Settings
 from stream_workers import broker
+from stream_workers.parts.process import free_ports
 from tests.integration.production_parts import production_lake, production_parts  # noqa: F401  (fixtures)
 
 TEST_BOOTSTRAP_ENV = "TICKLAKE_TEST_BOOTSTRAP"
@@ -25,16 +25,6 @@ TEST_BOOTSTRAP_ENV = "TICKLAKE_TEST_BOOTSTRAP"
 NO_BROKER = "127.0.0.1:9"
 
 
-def _free_ports(count: int) -> list[int]:
-    """Ports the OS has just handed out (held together, so they are distinct)."""
-    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def _interrupt_on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -55,7 +45,7 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[broker.Br
         yield broker.BrokerConfig(host=host, port=port, data_dir=tmp_path_factory.mktemp("kafka-external"))
         return
 
-    port, controller_port = _free_ports(2)
+    port, controller_port = free_ports(2)
     config = broker.BrokerConfig(
         port=port, controller_port=controller_port, data_dir=tmp_path_factory.mktemp("kafka")
     )

@@ -108,6 +108,18 @@ def last_error_line(path: Path) -> str:
     return lines[-1][:300] if lines else f"{path} is empty"
 
 
+def free_ports(count: int) -> list[int]:
+    """Loopback ports the OS has just handed out (held together, so they are distinct)."""
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
 def port_in_use(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.5)

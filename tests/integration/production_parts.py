@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -23,18 +22,7 @@ from schemas.catalog import S3_CHECKSUM_ENV
 from schemas.settings import Settings
 from stream_workers import broker
 from stream_workers.parts import iceberg_rest, postgres, s3proxy
-
-
-def _free_ports(count: int) -> list[int]:
-    """Ports the OS has just handed out (held together, so they are distinct)."""
-    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
+from stream_workers.parts.process import free_ports
 
 
 @dataclass
@@ -80,7 +68,7 @@ def production_parts() -> Iterator[ProductionParts]:
     # Not under pytest's tmp dir: that is 0700 root, and PostgreSQL runs as its own OS user when tests run as root.
     root = Path(tempfile.mkdtemp(prefix="ticklake-production-"))
     root.chmod(0o755)
-    pg_port, s3_port, kafka_port, controller_port = _free_ports(4)
+    pg_port, s3_port, kafka_port, controller_port = free_ports(4)
     parts = ProductionParts(
         root=root,
         pg=postgres.PostgresConfig(base_dir=root / "postgres", port=pg_port, password=secrets.token_hex(8), durable=False),
@@ -110,7 +98,7 @@ def production_lake(request: pytest.FixtureRequest, production_parts: Production
     env = {"TICKLAKE_LAKE_DIR": str(tmp_path / "lake"), **parts.kafka_env(), **parts.s3_env()}
     rest = None
     if kind == "rest":
-        (port,) = _free_ports(1)
+        (port,) = free_ports(1)
         rest = iceberg_rest.RestCatalogConfig(
             base_dir=tmp_path / "rest", port=port, jdbc_uri=parts.pg.jdbc_uri("iceberg_rest"), jdbc_user=parts.pg.user,
             jdbc_password=parts.pg.password, warehouse=warehouse, s3_endpoint=parts.s3.endpoint,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from schemas.settings import REPO_ROOT
-from tests.integration.production_parts import _free_ports
+from stream_workers.parts.process import free_ports
 
 pytestmark = pytest.mark.integration
 
@@ -22,7 +22,7 @@ def _listening(port: int) -> bool:
 
 
 def test_run_main_stops_the_broker_it_started_even_when_a_step_fails(tmp_path: Path) -> None:
-    port, _ = _free_ports(2)
+    port, _ = free_ports(2)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "ICEBERG_", "DAGSTER_", "TICKLAKE_"))}
     env.update({"KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}", "TICKLAKE_LAKE_DIR": str(tmp_path / "lake"),
                 "TICKLAKE_METRICS_PORT": "0", "REPLAY_TRADES": "-5"})  # replay refuses -5: the job fails mid-way

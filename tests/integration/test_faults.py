@@ -175,9 +175,9 @@ def test_two_workers_meet_schema_v2_on_every_partition(topics, lake_settings, tm
 
 
 def test_sigterm_stops_a_worker_within_30_s_when_the_broker_is_gone(tmp_path, lake_settings) -> None:  # type: ignore[no-untyped-def]
-    from tests.conftest import _free_ports
+    from stream_workers.parts.process import free_ports
 
-    port, controller = _free_ports(2)
+    port, controller = free_ports(2)
     own = broker.BrokerConfig(port=port, controller_port=controller, data_dir=tmp_path / "kafka")
     broker.start(own)
     try:
@@ -221,11 +221,11 @@ def test_data_cannot_switch_dedupe_off(topics, lake_settings, tmp_path) -> None:
     a trade past New York midnight: silver keeps one row per trade, on the right day."""
     import datetime as dt
 
-    t0 = dt.datetime(2024, 1, 2, 15, tzinfo=dt.timezone.utc)  # 10:00 in New York
+    t0 = dt.datetime(2024, 1, 2, 15, tzinfo=dt.UTC)  # 10:00 in New York
     h = dt.timedelta(hours=1)
     late_evening = t0 + 13.5 * h  # 23:30 New York
     records = [_trade("a", t0, t0), _trade("b", t0, t0), _trade("x", late_evening, late_evening)]
-    records += [_trade("z-2099", t0, dt.datetime(2099, 1, 1, tzinfo=dt.timezone.utc))]
+    records += [_trade("z-2099", t0, dt.datetime(2099, 1, 1, tzinfo=dt.UTC))]
     records += [_trade(f"filler-{i}", t0 + 49 * h, t0 + 49 * h) for i in range(60)]  # event time moves 49 h on
     records += [_trade("a", t0, t0), _trade("b", t0, t0)]  # exact duplicates, 49 h of event time later
     records += [_trade("x", late_evening + h, late_evening + 2 * h, price=101.0)]  # corrected: 00:30 next day
@@ -238,7 +238,7 @@ def test_data_cannot_switch_dedupe_off(topics, lake_settings, tmp_path) -> None:
         worker.stop()
     silver = read(lake_settings, "silver.trades", ("trade_id", "price", "trade_date"))
     rows: dict[str, list[tuple[float, object]]] = {}
-    for tid, price, day in zip(*(silver[c].to_pylist() for c in ("trade_id", "price", "trade_date"))):
+    for tid, price, day in zip(*(silver[c].to_pylist() for c in ("trade_id", "price", "trade_date")), strict=True):
         rows.setdefault(tid, []).append((price, day))
     assert rows["a"] == [(100.0, dt.date(2024, 1, 2))] and rows["b"] == [(100.0, dt.date(2024, 1, 2))]
     assert rows["x"] == [(101.0, dt.date(2024, 1, 3))], "the correction replaced the row of the previous day"

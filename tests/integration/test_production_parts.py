@@ -11,8 +11,8 @@ from confluent_kafka.admin import AdminClient
 
 from stream_workers import broker
 from stream_workers.parts import iceberg_rest, postgres, s3proxy
-from stream_workers.parts.process import PartError
-from tests.integration.production_parts import ProductionLake, ProductionParts, _free_ports
+from stream_workers.parts.process import PartError, free_ports
+from tests.integration.production_parts import ProductionLake, ProductionParts
 
 pytestmark = [pytest.mark.integration, pytest.mark.production]
 
@@ -54,8 +54,8 @@ def test_a_part_that_cannot_start_says_why(production_parts: ProductionParts, tm
     """Port taken: refused before launch. REST server whose JDBC store is unreachable: exits, its log's cause quoted."""
     with pytest.raises(PartError, match=f"port {production_parts.pg.port} on 127.0.0.1 is already in use"):
         s3proxy.start(s3proxy.S3ProxyConfig(base_dir=tmp_path / "s3", port=production_parts.pg.port))
-    (closed,) = _free_ports(1)
-    (port,) = _free_ports(1)
+    (closed,) = free_ports(1)
+    (port,) = free_ports(1)
     s3 = production_parts.s3
     rest = iceberg_rest.RestCatalogConfig(base_dir=tmp_path / "rest", port=port, jdbc_uri=f"jdbc:postgresql://127.0.0.1:{closed}/x",
                                           jdbc_user="u", jdbc_password="p", warehouse=f"s3://{s3.bucket}/never",
@@ -71,7 +71,7 @@ def test_a_part_that_cannot_start_says_why(production_parts: ProductionParts, tm
 def test_a_broker_whose_storage_cannot_be_formatted_says_why(tmp_path: Path) -> None:
     """`ticklake broker start` used to end with "formatting Kafka storage ... failed (exit 1)" and nothing more."""
     (tmp_path / "kraft").write_text("a file where the log dir should be")
-    port, controller = _free_ports(2)
+    port, controller = free_ports(2)
     with pytest.raises(broker.BrokerError) as caught:
         broker.start(broker.BrokerConfig(port=port, controller_port=controller, data_dir=tmp_path), wait_s=30)
     assert caught.value.summary.endswith("failed (exit 1): No available log directories to format.")
