@@ -10,6 +10,7 @@ property forward from the snapshot it replaces. Readers take it from the newest 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from collections.abc import Iterator, Mapping
 
 from pyiceberg.table import Table
@@ -40,6 +41,28 @@ def decode_offsets(raw: str | None) -> TopicOffsets:
     if not raw:
         return {}
     return {topic: {int(p): int(o) for p, o in parts.items()} for topic, parts in json.loads(raw).items()}
+
+
+@dataclass(frozen=True)
+class TableSize:
+    """What a table's current snapshot summary says about it (zeros for a table nobody committed to)."""
+
+    snapshot_id: int | None
+    rows: int
+    files: int
+    committed_at_ms: int | None
+
+
+def table_size(table: Table) -> TableSize:
+    """Snapshot id, rows and data files of ``table`` now: the one reading of them (status, observations)."""
+    snapshot = table.current_snapshot()
+    summary = snapshot.summary if snapshot is not None and snapshot.summary is not None else None
+    return TableSize(
+        snapshot_id=None if snapshot is None else snapshot.snapshot_id,
+        rows=int(summary.get("total-records", 0)) if summary else 0,
+        files=int(summary.get("total-data-files", 0)) if summary else 0,
+        committed_at_ms=None if snapshot is None else snapshot.timestamp_ms,
+    )
 
 
 def snapshot_offsets(snapshot: Snapshot | None) -> str | None:

@@ -34,7 +34,7 @@ from pyiceberg.expressions.literals import literal
 from pyiceberg.table import Table
 
 from schemas.kafka_positions import KafkaPositions, KafkaPositionsError, PartitionPositions, UnknownTopic
-from schemas.offsets import RESET_PROPERTY, recorded_counters, recorded_offsets, snapshot_ancestry
+from schemas.offsets import RESET_PROPERTY, recorded_counters, recorded_offsets, snapshot_ancestry, table_size
 from schemas.tables.bronze import BRONZE_BY_TOPIC, DEAD_LETTERS
 from schemas.tables.silver import SILVER_BY_TOPIC, SILVER_REJECTS
 from schemas.tables.spec import TableSpec, ensure_table
@@ -221,11 +221,8 @@ def _scan(table: Table, columns: tuple[str, ...] | None = None, topic_column: st
 
 
 def _table_status(name: str, table: Table, offsets: dict[int, int], lag: int | None) -> TableStatus:
-    snap = table.current_snapshot()
-    summary = snap.summary if snap is not None and snap.summary is not None else None
-    rows = int(summary.get("total-records", 0)) if summary else 0
-    files = int(summary.get("total-data-files", 0)) if summary else 0
-    return TableStatus(name, None if snap is None else snap.snapshot_id, rows, files, offsets, lag)
+    size = table_size(table)
+    return TableStatus(name, size.snapshot_id, size.rows, size.files, offsets, lag)
 
 
 @dataclass(frozen=True)

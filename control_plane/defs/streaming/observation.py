@@ -17,7 +17,7 @@ from pyiceberg.types import TimestampType, TimestamptzType
 from control_plane.layers import SILVER_MAX_AGE
 from control_plane.resources import KafkaResource
 from schemas.kafka_positions import KafkaPositionsError, TopicPositions, lag
-from schemas.offsets import TopicOffsets, recorded_offsets
+from schemas.offsets import TopicOffsets, recorded_offsets, table_size
 from schemas.tables.spec import TableSpec
 
 EVENT_TIME_COLUMN = "event_timestamp"
@@ -122,7 +122,7 @@ def observe_table(
     if snapshot is not None:
         same = known_newest is not None and known_newest[0] == snapshot.snapshot_id
         newest = known_newest[1] if same and known_newest is not None else newest_value(table, EVENT_TIME_COLUMN)
-    summary = snapshot.summary if snapshot is not None and snapshot.summary is not None else {}
+    size = table_size(table)
     offsets = recorded_offsets(table)
     table_lag: dict[str, int] | None = None
     if watermarks.available:
@@ -130,10 +130,10 @@ def observe_table(
         table_lag = {t: sum(parts.values()) for t, parts in by_partition.items()}
     return TableObservation(
         table=spec.name,
-        snapshot_id=snapshot.snapshot_id if snapshot is not None else None,
-        committed_at=dt.datetime.fromtimestamp(snapshot.timestamp_ms / 1000, tz=dt.UTC) if snapshot else None,
-        rows=int(summary.get("total-records", 0)),
-        files=int(summary.get("total-data-files", 0)),
+        snapshot_id=size.snapshot_id,
+        committed_at=dt.datetime.fromtimestamp(size.committed_at_ms / 1000, tz=dt.UTC) if size.committed_at_ms else None,
+        rows=size.rows,
+        files=size.files,
         offsets=offsets,
         lag=table_lag,
         lag_note=watermarks.error,
