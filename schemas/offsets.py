@@ -10,8 +10,8 @@ property forward from the snapshot it replaces. Readers take it from the newest 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Snapshot
