@@ -18,9 +18,10 @@ from pyiceberg.expressions import AlwaysTrue, And, BooleanExpression, EqualTo, G
 from pyiceberg.expressions.literals import literal
 from pyiceberg.table import Table
 
+from schemas.offsets import PARTITION_PROPERTY
+
 log = logging.getLogger(__name__)
 
-PARTITION_PROPERTY = "ticklake.partition"
 COMMIT_ATTEMPTS = 5
 
 

@@ -24,8 +24,7 @@ from dagster import AssetKey, DagsterInstance, DagsterRunStatus, RunRequest, Run
 from pyiceberg.table import Table
 
 from control_plane.checks import PARTITION_TAG, RANGE_END_TAG, RANGE_START_TAG
-from control_plane.lake_io import PARTITION_PROPERTY
-from schemas.offsets import SILVER_READ_PROPERTY, snapshot_ancestry
+from schemas.offsets import PARTITION_PROPERTY, SILVER_READ_PROPERTY, snapshot_ancestry
 
 # Runs with the same value of this tag never run at once (dagster.yaml: limit 1 per value).
 SERIAL_TAG = "ticklake/serial"

@@ -38,14 +38,12 @@ from pyiceberg.typedef import Record
 from pyiceberg.types import DateType
 
 from schemas.market_time import NEW_YORK
-from schemas.offsets import OFFSETS_PROPERTY, carried_forward_properties, snapshot_ancestry
+from schemas.offsets import MAINTENANCE_PROPERTY, OFFSETS_PROPERTY, carried_forward_properties, snapshot_ancestry
 
 log = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
 DEFAULT_TARGET_FILE_BYTES = 128 * MIB
-# Snapshot summary key marking commits made by table care (readers can tell a rewrite from new data).
-MAINTENANCE_PROPERTY = "ticklake.maintenance"
 _EPOCH = dt.date(1970, 1, 1)
 
 

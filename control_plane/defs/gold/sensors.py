@@ -33,8 +33,7 @@ from control_plane.defs.gold.jobs import (
 from control_plane.lake_io import days_present
 from control_plane.rebuilds import coalesce, waiting_rebuilds
 from control_plane.resources import LakeResource
-from control_plane.table_care import MAINTENANCE_PROPERTY
-from schemas.offsets import snapshot_ancestry
+from schemas.offsets import MAINTENANCE_PROPERTY, snapshot_ancestry
 from schemas.tables.dims import (
     DIM_SYMBOL,
     DIM_TRADER,

@@ -23,7 +23,8 @@ from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.expressions import EqualTo
 from pyiceberg.table import Table
 
-from control_plane.lake_io import PARTITION_PROPERTY, as_day
+from control_plane.lake_io import as_day
+from schemas.offsets import PARTITION_PROPERTY
 
 log = logging.getLogger(__name__)
 

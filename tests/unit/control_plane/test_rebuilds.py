@@ -6,7 +6,6 @@ import datetime as dt
 
 from dagster import AssetKey, DagsterInstance, DagsterRunStatus, Definitions, RunRequest, asset, define_asset_job
 
-from control_plane.lake_io import PARTITION_PROPERTY
 from control_plane.rebuilds import (
     CUMULATIVE,
     SERIAL_TAG,
@@ -17,6 +16,7 @@ from control_plane.rebuilds import (
     superseded,
     waiting_rebuilds,
 )
+from schemas.offsets import PARTITION_PROPERTY
 from schemas.tables.gold import DAILY_TRADING_SUMMARY
 from schemas.tables.silver import SILVER_TRADES
 from tests.unit.control_plane import gold_days as g
