@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 from confluent_kafka import KafkaError, KafkaException
@@ -520,7 +521,7 @@ def _port_in_use(host: str, port: int) -> bool:
 def _admin(target: KafkaTarget) -> AdminClient:
     # librdkafka would print every failed reconnect (several per second while a broker is down or
     # starting); every call here has a timeout and raises with context instead.
-    config = {"bootstrap.servers": target} if isinstance(target, str) else dict(target)
+    config: dict[str, Any] = {"bootstrap.servers": target} if isinstance(target, str) else dict(target)  # librdkafka values
     return AdminClient({**config, "log_level": 2})
 
 

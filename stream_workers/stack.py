@@ -19,8 +19,10 @@ import secrets
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -139,7 +141,7 @@ def up(stack: ProductionStack, *, replay_trades: int, days: tuple[dt.date, dt.da
     kafka = stack.kafka()
     state["kafka"] = broker.start(kafka).pid
     _save_state(stack, state)
-    from stream_workers.cli import default_topics
+    from schemas.topics import default_topics
 
     broker.create_topics(kafka.client_config(), default_topics(), partitions=Settings.from_env(env).topic_partitions)
     for i in range(stack.workers):
@@ -178,8 +180,10 @@ def down(stack: ProductionStack) -> list[str]:
         state.pop(name, None)
     if broker.stop(stack.kafka()):
         said.append(f"stopped Kafka broker (pid {state.get('kafka')})")
-    for name, stop in (("iceberg_rest", lambda: iceberg_rest.stop(stack.rest())), ("s3proxy", lambda: s3proxy.stop(stack.s3())),
-                       ("postgres", lambda: postgres.stop(stack.postgres()))):
+    stoppers: tuple[tuple[str, Callable[[], bool]], ...] = (
+        ("iceberg_rest", lambda: iceberg_rest.stop(stack.rest())), ("s3proxy", lambda: s3proxy.stop(stack.s3())),
+        ("postgres", lambda: postgres.stop(stack.postgres())))
+    for name, stop in stoppers:
         if stop():
             said.append(f"stopped {name} (pid {state.get(name)})")
     stack.state_file.unlink(missing_ok=True)
@@ -207,7 +211,7 @@ def _base_env() -> dict[str, str]:
     return env
 
 
-def _ensure(record: dict | None, command: list[str], cwd: Path, log_file: Path, env: dict[str, str]) -> dict:
+def _ensure(record: dict[str, Any] | None, command: list[str], cwd: Path, log_file: Path, env: dict[str, str]) -> dict[str, Any]:
     """The recorded process if it still runs, else a new detached one; ``{"pid", "create_time", "log"}``."""
     process = _same_process(record)
     if process is None:
@@ -233,11 +237,12 @@ def _same_process(record: object) -> psutil.Process | None:
         return None
 
 
-def _load_state(stack: ProductionStack) -> dict:
-    return json.loads(stack.state_file.read_text()) if stack.state_file.exists() else {}
+def _load_state(stack: ProductionStack) -> dict[str, Any]:
+    state: dict[str, Any] = json.loads(stack.state_file.read_text()) if stack.state_file.exists() else {}
+    return state
 
 
-def _save_state(stack: ProductionStack, state: dict) -> None:
+def _save_state(stack: ProductionStack, state: dict[str, Any]) -> None:
     stack.state_file.write_text(json.dumps(state, indent=2) + "\n")
 
 
@@ -336,7 +341,7 @@ def cmd_stack_status(args: argparse.Namespace, settings: Settings) -> int:
         checks[name] = process.pid if process else None
     down_parts = [n for n, pid in checks.items() if pid is None and not (n == "iceberg_rest" and stack.catalog != "rest")]
     for name, pid in checks.items():
-        print(f"{name:18} {'running (pid %s)' % pid if pid else 'not running'}")
+        print(f"{name:18} {f'running (pid {pid})' if pid else 'not running'}")
     return 1 if down_parts else 0
 
 
@@ -347,7 +352,7 @@ def _date(text: str) -> dt.date:
         raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from exc
 
 
-def add_stack_commands(subcommands: argparse._SubParsersAction) -> None:
+def add_stack_commands(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     group = subcommands.add_parser("stack", help="the production profile on this machine: PostgreSQL, S3, REST catalog, SASL Kafka, workers, Dagster")
     actions = group.add_subparsers(dest="stack_command", required=True, metavar="{up,down,status,env,fetch}")
     for name, handler, help_text in (

@@ -21,7 +21,14 @@ from pathlib import Path
 from schemas.catalog import S3_CHECKSUM_ENV
 from schemas.settings import REPO_ROOT
 from stream_workers.parts.process import (
-    PartError, alive_process, fetch_with_maven, launch, require_free_port, require_java, stop_process, wait_ready,
+    PartError,
+    alive_process,
+    fetch_with_maven,
+    launch,
+    require_free_port,
+    require_java,
+    stop_process,
+    wait_ready,
 )
 
 POM = REPO_ROOT / "deploy" / "iceberg-rest-pom.xml"
@@ -118,7 +125,8 @@ def start(config: RestCatalogConfig, wait_s: float = 90.0) -> int:
                alive=lambda: alive_process(config.pid_file, MAIN_CLASS) is not None, log_file=config.log_file)
     found = alive_process(config.pid_file, MAIN_CLASS)
     assert found is not None
-    return found.pid
+    pid: int = found.pid  # psutil is untyped
+    return pid
 
 
 def stop(config: RestCatalogConfig, timeout_s: float = 20.0) -> bool:

@@ -15,7 +15,15 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stream_workers.parts.process import PartError, alive_process, last_error_line, require_free_port, stop_process, tail, wait_ready
+from stream_workers.parts.process import (
+    PartError,
+    alive_process,
+    last_error_line,
+    require_free_port,
+    stop_process,
+    tail,
+    wait_ready,
+)
 
 DATABASES = ("ticklake_catalog", "iceberg_rest", "dagster")
 
@@ -83,7 +91,8 @@ def start(config: PostgresConfig, wait_s: float = 60.0) -> int:
     wait_ready(lambda: _connect(config, "postgres").close() is None, what=f"PostgreSQL on {config.address}",
                timeout_s=wait_s, alive=lambda: alive_process(config.pid_file, "postgres") is not None, log_file=config.log_file)
     create_databases(config)
-    return process.pid
+    pid: int = process.pid  # psutil is untyped
+    return pid
 
 
 def stop(config: PostgresConfig, timeout_s: float = 30.0) -> bool:

@@ -16,7 +16,14 @@ from pathlib import Path
 from schemas.catalog import S3_CHECKSUM_ENV
 from schemas.settings import REPO_ROOT
 from stream_workers.parts.process import (
-    PartError, alive_process, fetch_with_maven, launch, require_free_port, require_java, stop_process, wait_ready,
+    PartError,
+    alive_process,
+    fetch_with_maven,
+    launch,
+    require_free_port,
+    require_java,
+    stop_process,
+    wait_ready,
 )
 
 POM = REPO_ROOT / "deploy" / "s3proxy-pom.xml"
@@ -95,7 +102,8 @@ def start(config: S3ProxyConfig, wait_s: float = 60.0) -> int:
     create_bucket(config)
     found = alive_process(config.pid_file, MAIN_CLASS)
     assert found is not None
-    return found.pid
+    pid: int = found.pid  # psutil is untyped
+    return pid
 
 
 def stop(config: S3ProxyConfig, timeout_s: float = 20.0) -> bool:
