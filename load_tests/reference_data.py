@@ -17,8 +17,9 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from schemas.tables.dims import ACCOUNTS, SYMBOLS, TRADERS, ReferenceDimension
+from schemas.tables.dims import EXCHANGES as EXCHANGE_FEED
 from simulator.market import DEFAULT_SYMBOLS, EXCHANGES
-from schemas.tables.dims import ACCOUNTS, EXCHANGES as EXCHANGE_FEED, SYMBOLS, TRADERS, ReferenceDimension
 
 Row = dict[str, str]
 
@@ -78,7 +79,7 @@ def _first_versions(config: ReferenceConfig, rng: random.Random) -> dict[str, di
         for i in range(config.traders)
     }
     exchanges = {
-        code: dict(zip(EXCHANGE_FEED.csv_columns, (code, *_EXCHANGE_ROWS.get(code, (code, "America/New_York", "09:30-16:00")))))
+        code: dict(zip(EXCHANGE_FEED.csv_columns, (code, *_EXCHANGE_ROWS.get(code, (code, "America/New_York", "09:30-16:00"))), strict=True))
         for code in EXCHANGES
     }
     accounts = {
@@ -107,7 +108,7 @@ def _next_version(previous: dict[str, dict[str, Row]], version: int, config: Ref
         traders[t]["risk_tier"] = rng.choice([r for r in _TIERS if r != traders[t]["risk_tier"]])
     for code, values in _EXCHANGE_FIXES.get(version, {}).items():
         if code in state[EXCHANGE_FEED.feed]:
-            state[EXCHANGE_FEED.feed][code].update(zip(EXCHANGE_FEED.attributes, values))
+            state[EXCHANGE_FEED.feed][code].update(zip(EXCHANGE_FEED.attributes, values, strict=True))
     accounts = state[ACCOUNTS.feed]
     for a in rng.sample(sorted(accounts), k=max(1, int(len(accounts) * config.churn))):
         if rng.random() < 0.5:

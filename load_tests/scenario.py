@@ -23,22 +23,23 @@ import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from itertools import pairwise
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 import pyarrow.parquet as pq
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from simulator.history import history_files, read_history_table, topic_of, write_history
-from simulator.market import GeneratorConfig
-from simulator.pacing import offered_schedule
 from schemas.offsets import recorded_offsets
 from schemas.settings import REPO_ROOT, Settings
 from schemas.tables import BRONZE_BY_TOPIC, SILVER_BY_TOPIC
 from schemas.topics import RAW_TOPICS
+from simulator.history import history_files, read_history_table, topic_of, write_history
+from simulator.market import GeneratorConfig
+from simulator.pacing import offered_schedule
 
 DEFAULT_REPLAY_CMD = "{ticklake} replay --from {history} --speed {speed} --quiet"
 COMMIT_HISTOGRAM = "ticklake_commit_duration_seconds"
@@ -66,7 +67,7 @@ class Sample:
 def _rates(times: Sequence[float], counts: Sequence[float]) -> list[float]:
     """Per-interval rates (first interval from t=0, count 0)."""
     out, prev_t, prev_n = [], 0.0, 0.0
-    for t, n in zip(times, counts):
+    for t, n in zip(times, counts, strict=True):
         out.append((n - prev_n) / (t - prev_t) if t > prev_t else 0.0)
         prev_t, prev_n = t, n
     return out
@@ -186,7 +187,7 @@ def time_lag(now: float, head: list[tuple[float, int]], committed: int) -> float
     """Seconds since the published total first reached ``committed`` (``head``: (t, published) so far)."""
     if not head or committed >= head[-1][1]:
         return 0.0
-    for (t0, n0), (t1, n1) in zip(head, head[1:]):
+    for (t0, n0), (t1, n1) in pairwise(head):
         if n1 >= committed:
             reached = t1 if n1 == n0 else t0 + (t1 - t0) * (committed - n0) / (n1 - n0)
             return max(0.0, now - max(reached, t0))
@@ -201,7 +202,7 @@ class Histogram:
     total: float
     count: float
 
-    def minus(self, earlier: "Histogram | None") -> "Histogram":
+    def minus(self, earlier: Histogram | None) -> Histogram:
         if earlier is None:
             return self
         return Histogram(
@@ -466,7 +467,7 @@ def run(config: ScenarioConfig, settings: Settings) -> dict:
         "metrics_urls": list(config.metrics_urls),
         "sample_every_s": config.sample_every_s,
         "freshness_definition": "seconds since the newest message a table committed was published (time lag)",
-        "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
     summary = summarize(samples, replay_seconds, drained_at)
     json_path, png_path = write_report(config.name, config.reports, meta, samples, summary)

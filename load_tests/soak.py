@@ -101,7 +101,7 @@ def scan_silver_day(settings_env: dict[str, str], day: dt.date) -> dict[str, flo
     return {"files": files, "rows": rows, "seconds": min(timings)}
 
 
-def maintenance_loop(settings_env: dict[str, str], out: "mp.Queue", stop: "mp.Event", compact_every_s: float,
+def maintenance_loop(settings_env: dict[str, str], out: mp.Queue, stop: mp.Event, compact_every_s: float,
                      expire_every_s: float, target_mb: int) -> None:
     """Run the Dagster maintenance jobs on their cadence until ``stop``; report to ``out``."""
     os.environ.update(settings_env)  # LakeResource reads the settings from the environment
@@ -144,7 +144,7 @@ def _totals(result, node: str) -> dict[str, object]:  # type: ignore[no-untyped-
 # -- writers ------------------------------------------------------------------------------------------
 
 
-def synthetic_writer(settings_env: dict[str, str], rate: float, interval_s: float, stop: "mp.Event") -> None:
+def synthetic_writer(settings_env: dict[str, str], rate: float, interval_s: float, stop: mp.Event) -> None:
     """No Kafka: a ledger-following writer appending ``rate`` rows/s to bronze and silver trades in
     ``interval_s`` batches, logging the worker's ``committed`` line format."""
     import pyarrow as pa
@@ -164,8 +164,8 @@ def synthetic_writer(settings_env: dict[str, str], rate: float, interval_s: floa
     deadline = time.monotonic()
     while not stop.is_set():
         deadline += interval_s
-        now = dt.datetime.now(dt.timezone.utc)
-        for spec, table in zip((BRONZE_TRADES, SILVER_TRADES), tables):
+        now = dt.datetime.now(dt.UTC)
+        for spec, table in zip((BRONZE_TRADES, SILVER_TRADES), tables, strict=True):
             rows = []
             for o in range(offset, offset + per_batch):
                 row = {f.name: None for f in spec.columns}

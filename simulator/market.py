@@ -84,7 +84,7 @@ def trading_sessions(start: dt.date, end: dt.date) -> tuple[tuple[dt.datetime, d
     schedule = calendar.schedule.loc[start.isoformat() : end.isoformat()]
     found = {
         day.date(): (open_.to_pydatetime(), close.to_pydatetime())
-        for day, open_, close in zip(schedule.index, schedule["open"], schedule["close"])
+        for day, open_, close in zip(schedule.index, schedule["open"], schedule["close"], strict=True)
     }
     days = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
     for day in days:  # beyond the calendar's range: plain weekdays

@@ -236,7 +236,7 @@ class _Sender:
 
     def send(self, topic: str, values: list[bytes], keys: list[bytes]) -> None:
         produce = self.producer.produce
-        for value, key in zip(values, keys):
+        for value, key in zip(values, keys, strict=True):
             while True:
                 try:
                     produce(topic, value, key)

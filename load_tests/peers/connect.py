@@ -121,7 +121,7 @@ class ConnectSink:
             "iceberg.catalog.warehouse": f"file://{self.warehouse}",
         }
         paths = self.workdir / "worker.properties", self.workdir / "iceberg-sink.properties"
-        for path, props in zip(paths, (worker, sink)):
+        for path, props in zip(paths, (worker, sink), strict=True):
             path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
         return paths
 

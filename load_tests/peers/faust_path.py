@@ -47,7 +47,7 @@ def build_app(settings: Settings) -> faust.App:
                 m = event.message
                 buf.add(m.partition, m.offset, int(m.timestamp * 1000), m.value)
             span: dict[int, tuple[int | None, int]] = {}
-            for p, o in zip(buf.partitions, buf.offsets):
+            for p, o in zip(buf.partitions, buf.offsets, strict=True):
                 span[p] = (cursor.get(p), o + 1)
             for p, (_, end) in span.items():
                 cursor[p] = end
