@@ -307,11 +307,16 @@ def run_sink(bootstrap: str, rows: int, probe: pa.Table, interval_s: float, work
     return figures
 
 
+# Extra TICKLAKE_* settings for the worker under test (``--ticklake-env``).
+WORKER_OVERRIDES: dict[str, str] = {}
+
+
 def _ticklake_env(bootstrap: str, lake: Path, interval_s: float, group: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TICKLAKE_", "ICEBERG_", "KAFKA_"))}
     env.update({"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "TICKLAKE_LAKE_DIR": str(lake), "TICKLAKE_METRICS_PORT": "0",
                 "TICKLAKE_COMMIT_INTERVAL_S": str(interval_s), "TICKLAKE_CONSUMER_GROUP": group,
                 "PYTHONPATH": str(REPO_ROOT)})  # fmt: skip
+    env.update(WORKER_OVERRIDES)
     return env
 
 
@@ -392,7 +397,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per run")
     parser.add_argument("--json", type=Path, default=REPORT)
     parser.add_argument("--keep", action="store_true", help="keep the lakes and logs (printed)")
+    parser.add_argument("--ticklake-env", action="append", default=[], metavar="KEY=VALUE",
+                        help="a TICKLAKE_* setting for TickLake's worker (repeatable), e.g. TICKLAKE_MAX_BATCH_ROWS=150000")
     args = parser.parse_args(argv)
+    for item in args.ticklake_env:
+        key, sep, value = item.partition("=")
+        if not sep or not key.startswith("TICKLAKE_"):
+            parser.error(f"--ticklake-env takes TICKLAKE_NAME=value, got {item!r}")
+        WORKER_OVERRIDES[key] = value
     if args.trades < 1 or args.commit_interval <= 0:
         parser.error("--trades must be >= 1 and --commit-interval > 0")
     engines = args.engines.split(",")
