@@ -34,14 +34,14 @@ def _day_filter(after: dt.date | None, through: dt.date) -> BooleanExpression:
     return upper if after is None else And(GreaterThan(term=Reference("trade_date"), value=literal(after.isoformat())), upper)
 
 
-def _on_day(day: dt.date) -> BooleanExpression:
+def on_day(day: dt.date) -> BooleanExpression:
     return EqualTo(term=Reference("trade_date"), value=literal(day.isoformat()))
 
 
 def read_day(table: Table, day: str | dt.date, columns: Iterable[str], snapshot_id: int | None = None) -> pa.Table:
     """The rows of one ``trade_date`` (at ``snapshot_id``, else the current snapshot), only ``columns``."""
     scan = table.scan(
-        row_filter=_on_day(as_day(day)),
+        row_filter=on_day(as_day(day)),
         selected_fields=tuple(columns),
         snapshot_id=snapshot_id,
     )
@@ -86,7 +86,7 @@ def overwrite_day(table: Table, rows: pa.Table, day: str | dt.date) -> None:
         try:
             table.overwrite(
                 rows,
-                overwrite_filter=_on_day(day),
+                overwrite_filter=on_day(day),
                 snapshot_properties={PARTITION_PROPERTY: day.isoformat()},
             )
             return

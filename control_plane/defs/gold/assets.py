@@ -10,6 +10,7 @@ readers see) move to it; a failed audit keeps the published partition and fails 
 import datetime as dt
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pyarrow as pa
 from dagster import (
@@ -290,7 +291,7 @@ def carried_seed(lake: LakeResource, day: dt.date) -> tuple[dt.date | None, pa.T
     return earlier[-1], read_day(target, earlier[-1], ledger.SEED_COLUMNS)
 
 
-def replay_day(lake: LakeResource, day: dt.date) -> tuple[ledger.AverageCostDay, pa.Table, dict[str, object]]:
+def replay_day(lake: LakeResource, day: dt.date) -> tuple[ledger.AverageCostDay, pa.Table, dict[str, Any]]:
     """Average-cost replay of ``day`` from the newest earlier positions, replaying silver for any gap.
 
     Also returns the silver trades dated ``day`` (what performance reconciles with) and, in the notes,
@@ -357,7 +358,7 @@ def trader_performance_and_positions(context: AssetExecutionContext, lake: LakeR
     started = time.monotonic()
     days = sorted(as_day(k) for k in context.partition_keys)
     performance_rows = position_rows = 0
-    notes: dict[str, object] = {}
+    notes: dict[str, Any] = {}
     audits: dict[str, Audit] = {}
     not_published: list[str] = []
     for day in days:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -26,7 +27,7 @@ class Audit:
 
     check_name: str
     passed: bool
-    metadata: dict[str, object] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 def positive(check_name: str, rows: pa.Table, columns: Sequence[str]) -> Audit:
@@ -94,27 +95,35 @@ def reconcile(
     )
 
 
+def _count(con: duckdb.DuckDBPyConnection, sql: str) -> int:
+    """The value of a ``SELECT count(*)`` (such a query always returns one row)."""
+    row = con.execute(sql).fetchone()
+    if row is None:
+        raise RuntimeError(f"count query returned no row: {sql}")
+    return int(row[0])
+
+
 def scd2_integrity(check_name: str, history: pa.Table, key: str) -> Audit:
     """An SCD2 history a gold join reads is sound: per key no two validity windows overlap, every window
     is non-empty, and exactly one row is current (open-ended and flagged ``is_current``)."""
     con = duckdb.connect()
     con.register("h", history)
-    overlaps = con.execute(f"""
+    overlaps = _count(con, f"""
         SELECT count(*) FROM (
             SELECT valid_from, valid_to,
                    lag(valid_to) OVER (PARTITION BY {key} ORDER BY valid_from, valid_to) AS previous_to
             FROM h)
         WHERE previous_to > valid_from
-    """).fetchone()[0]
-    empty = con.execute("SELECT count(*) FROM h WHERE valid_to <= valid_from").fetchone()[0]
-    bad_current = con.execute(f"""
+    """)
+    empty = _count(con, "SELECT count(*) FROM h WHERE valid_to <= valid_from")
+    bad_current = _count(con, f"""
         SELECT count(*) FROM (
             SELECT {key},
                    count(*) FILTER (WHERE is_current) AS flagged,
                    count(*) FILTER (WHERE valid_to = DATE '{OPEN_END.isoformat()}') AS open_ended
             FROM h GROUP BY {key})
         WHERE flagged <> 1 OR open_ended <> 1
-    """).fetchone()[0]
+    """)
     return Audit(
         check_name,
         overlaps == 0 and empty == 0 and bad_current == 0,

@@ -9,6 +9,7 @@ import datetime as dt
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
 from dagster import AssetCheckResult, AssetKey, Failure, MetadataValue
@@ -23,7 +24,7 @@ from control_plane.resources import LakeResource
 from schemas.tables.spec import TableSpec
 
 
-def rows_metadata(spec: TableSpec, rows: pa.Table, day: str, **extra: object) -> dict[str, object]:
+def rows_metadata(spec: TableSpec, rows: pa.Table, day: str, **extra: object) -> dict[str, Any]:
     return {"table": spec.name, "trade_date": day, "dagster/row_count": MetadataValue.int(rows.num_rows), **extra}
 
 
@@ -77,7 +78,7 @@ def audited_overwrite(
     return Outcome(audits, wap.publish(staged))
 
 
-def published_metadata(outcome: Outcome) -> dict[str, object]:
+def published_metadata(outcome: Outcome) -> dict[str, Any]:
     if outcome.superseded:
         return {"published": False, "not_published_because": outcome.superseded}
     return {"published": True, "published_snapshot_id": str(outcome.published_snapshot_id)}

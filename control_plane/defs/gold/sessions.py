@@ -8,6 +8,7 @@ and can be launched from the UI at any time.
 
 import datetime as dt
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 from dagster import (
     AssetCheckExecutionContext,
@@ -86,8 +87,8 @@ def evaluate(check_key: AssetCheckKey, built: set[str], silver_days: list[dt.dat
     known = sorted({dt.date.fromisoformat(k) for k in built} | set(silver_days))
     first = known[0] if known else None
     due = last_due_session(now, first) if first else None
-    meta: dict[str, object] = {"first_day": str(first), "last_due_session": str(due)}
-    if due is None:
+    meta: dict[str, Any] = {"first_day": str(first), "last_due_session": str(due)}
+    if due is None or first is None:  # no day known yet: nothing is due
         return AssetCheckResult(asset_key=check_key.asset_key, check_name=check_key.name, passed=True,
                                 metadata={**meta, "note": "no session due yet"})
     if check_key.name == FRESH:

@@ -20,10 +20,9 @@ from typing import TypeVar
 
 import pyarrow as pa
 from pyiceberg.exceptions import CommitFailedException
-from pyiceberg.expressions import EqualTo
 from pyiceberg.table import Table
 
-from control_plane.lake_io import as_day
+from control_plane.lake_io import as_day, on_day
 from schemas.offsets import PARTITION_PROPERTY
 
 log = logging.getLogger(__name__)
@@ -85,6 +84,8 @@ def stage_day(
             # A branch needs a snapshot to start from: main gets an empty one (readers see no rows).
             table.append(table.schema().as_arrow().empty_table())
         base = _main_snapshot_id(table)
+        if base is None:
+            raise RuntimeError(f"{'.'.join(table.name())} has no snapshot on main to branch {branch} from")
         table.manage_snapshots().create_branch(base, branch).commit()
         return base
 
@@ -93,7 +94,7 @@ def stage_day(
     # Only this run writes the branch: no race on it, only on the catalog row (retried above).
     table.overwrite(
         rows,
-        overwrite_filter=EqualTo("trade_date", day.isoformat()),
+        overwrite_filter=on_day(day),
         snapshot_properties=summary,
         branch=branch,
     )
@@ -105,7 +106,7 @@ def stage_day(
 def read_staged(staged: Staged, columns: Iterable[str]) -> pa.Table:
     """The staged partition as the audit must see it (the branch head, only ``columns``)."""
     return staged.table.scan(
-        row_filter=EqualTo("trade_date", staged.day.isoformat()),
+        row_filter=on_day(staged.day),
         selected_fields=tuple(columns),
         snapshot_id=staged.snapshot_id,
     ).to_arrow()
@@ -137,7 +138,7 @@ def publish(staged: Staged) -> int | None:
             table.refresh()
     # main moved on (another day, another run): apply the audited rows as the same partition overwrite.
     _retrying(table, f"publishing {staged.day}", lambda: table.overwrite(
-        staged.rows, overwrite_filter=EqualTo("trade_date", staged.day.isoformat()), snapshot_properties=staged.properties))
+        staged.rows, overwrite_filter=on_day(staged.day), snapshot_properties=staged.properties))
     _drop_branch(table, staged.branch)
     return _main_snapshot_id(table)
 
