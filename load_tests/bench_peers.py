@@ -153,7 +153,7 @@ def produce_json(bootstrap: str, trades: pa.Table) -> float:
     keys = trades["symbol"].cast(pa.binary()).to_pylist()
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 50, "batch.size": 4_000_000,
                          "queue.buffering.max.messages": 1_000_000, "compression.type": "lz4"})  # fmt: skip
-    for value, key in zip(lines, keys):
+    for value, key in zip(lines, keys, strict=True):
         while True:
             try:
                 producer.produce(PEER_TOPIC, value, key)
