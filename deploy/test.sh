@@ -6,4 +6,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash deploy/install.sh --test
 bash deploy/check-monitoring.sh
+bash deploy/check-types.sh
 exec .venv/bin/python -m pytest -m "not soak" -p no:cacheprovider "$@"
