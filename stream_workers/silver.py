@@ -278,10 +278,6 @@ class SilverStage:
         snapshot = table.current_snapshot()
         self.index.synced = None if snapshot is None else snapshot.snapshot_id
 
-    def reload(self) -> None:
-        """Start again from the table at the next plan (partitions changed hands)."""
-        self.index.loaded = False
-
 
 def _in(column: str, values: list[Any]) -> BooleanExpression:
     return In(term=Reference(column), values={literal(v) for v in values})

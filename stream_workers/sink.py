@@ -55,10 +55,6 @@ class FlushResult:
     duplicates: int = 0
     rejects: int = 0
 
-    @property
-    def next_offsets(self) -> dict[int, int]:
-        return {p: end for p, (_, end) in self.span.items()}
-
 
 class TopicSink:
     """The four ledgered tables of one topic and the commit of a batch into them."""
@@ -104,10 +100,6 @@ class TopicSink:
     def main_tables(self) -> list[LedgerTable]:
         return [t for t in (self.bronze, self.silver_table) if t is not None]
 
-    @property
-    def tables(self) -> list[LedgerTable]:
-        return [t for t in (self.dead_letters, self.bronze, self.rejects, self.silver_table) if t is not None]
-
     # -- position ---------------------------------------------------------------------------
 
     def assign(self, partitions: Iterable[int]) -> dict[int, int | None]:
@@ -123,16 +115,11 @@ class TopicSink:
         for p in parts:
             ends = [r.get(p) for r in recorded]
             self.positions[p] = None if any(e is None for e in ends) else min(e for e in ends if e is not None)
-        if self.silver is not None:
-            self.silver.reload()
         return {p: self.positions[p] for p in parts}
 
     def release(self, partitions: Iterable[int]) -> None:
         for p in partitions:
             self.positions.pop(p, None)
-
-    def owned(self) -> set[int]:
-        return set(self.positions)
 
     # -- one batch --------------------------------------------------------------------------
 
