@@ -2,7 +2,9 @@
 
 The gold job runs these checks for the days it builds; a failed check stops every downstream asset of
 that run, so a bad silver day never reaches gold. A check counts violating rows of the run's
-``trade_date`` (or date range); outside a partitioned run it checks the newest day silver holds.
+``trade_date`` (or date range); outside a partitioned run it checks the newest day silver holds. It reads
+the day as the gold steps of the run will (``lake_io.shared_day``: once per silver snapshot), so the
+check costs its queries, not a scan of its own.
 (Gold's own checks — prices > 0, trade_count > 0, win_rate in [0, 1], trade_count = silver — are declared
 on the gold assets and read back what was committed.)
 """
@@ -23,9 +25,9 @@ from dagster import (
     multi_asset_check,
 )
 
-from control_plane.lake_io import as_day, days_present, read_day
+from control_plane.lake_io import as_day, days_present, duckdb_cursor, share_day_columns, shared_day
 from control_plane.layers import SILVER_POOL, SILVER_RETRY, asset_key
-from control_plane.resources import DuckDBResource, LakeResource
+from control_plane.resources import LakeResource
 from schemas.tables.silver import SILVER_MARKET_DATA, SILVER_ORDERBOOK, SILVER_TRADES
 from schemas.tables.spec import TableSpec
 
@@ -91,12 +93,17 @@ def run_days(tags: Mapping[str, str]) -> list[dt.date] | None:
     return None
 
 
+def _violations(con: duckdb.DuckDBPyConnection, rule: Rule) -> int:
+    """Violating rows of ``rule`` over the relation ``t`` of ``con``."""
+    ((count,),) = con.execute(rule.violations_sql).fetchall()  # fetch it all: the connection is reused
+    return int(count or 0)
+
+
 def count_violations(rows: pa.Table, rule: Rule, con: duckdb.DuckDBPyConnection | None = None) -> int:
-    con = con or duckdb.connect()
+    con = con or duckdb_cursor()
     con.register("t", rows)
     try:
-        ((count,),) = con.execute(rule.violations_sql).fetchall()  # fetch it all: the connection is reused
-        return int(count or 0)
+        return _violations(con, rule)
     finally:
         con.unregister("t")
 
@@ -114,9 +121,8 @@ def silver_day_checks(table_rules: TableRules) -> AssetChecksDefinition:
         retry_policy=SILVER_RETRY,
         pool=SILVER_POOL,
     )
-    def _check(context: AssetCheckExecutionContext, lake: LakeResource, duckdb: DuckDBResource) -> Iterator[AssetCheckResult]:
+    def _check(context: AssetCheckExecutionContext, lake: LakeResource) -> Iterator[AssetCheckResult]:
         table = lake.table(spec)
-        con = duckdb.connect()
         days = run_days(context.run.tags)
         if days is None:
             present = days_present(table)
@@ -124,8 +130,9 @@ def silver_day_checks(table_rules: TableRules) -> AssetChecksDefinition:
         violations = {rule.name: 0 for rule in rules}
         per_day: dict[str, dict[str, int]] = {}
         for day in days:
-            rows = read_day(table, day, columns)
-            found = {rule.name: count_violations(rows, rule, con) for rule in rules}
+            # The day as the run's gold steps read it (``shared_day``): read once, checked, then reused.
+            con = shared_day(table, day, columns).cursor("t", columns)
+            found = {rule.name: _violations(con, rule) for rule in rules}
             per_day[day.isoformat()] = found
             for name, n in found.items():
                 violations[name] += n
@@ -147,6 +154,8 @@ def silver_day_checks(table_rules: TableRules) -> AssetChecksDefinition:
     return _check
 
 
+for _table_rules in SILVER_RULES:
+    share_day_columns(_table_rules.spec.name, _table_rules.columns)
 SILVER_CHECKS = [silver_day_checks(table_rules) for table_rules in SILVER_RULES]
 SILVER_CHECK_KEYS = [AssetCheckKey(asset_key(t.spec), rule.name) for t in SILVER_RULES for rule in t.rules]
 

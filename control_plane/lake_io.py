@@ -1,7 +1,8 @@
 """Reading and rewriting ``trade_date`` partitions of Iceberg tables: the only I/O the Dagster-owned tables do.
 
-Reads go through pyiceberg scans (filtered by ``trade_date``, only the needed columns) into Arrow;
-writes replace exactly one partition with ``overwrite(..., overwrite_filter=trade_date == day)``, so a
+Reads go through pyiceberg scans (filtered by ``trade_date``, only the needed columns) into Arrow, or,
+for the silver day a gold run shares between its steps, straight from the day's Parquet files into DuckDB
+(``shared_day``); writes replace exactly one partition with ``overwrite(..., overwrite_filter=trade_date == day)``, so a
 re-run of a day leaves every other day untouched.
 """
 
@@ -9,9 +10,14 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 import time
+import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
 
+import duckdb
 import pyarrow as pa
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.expressions import AlwaysTrue, And, BooleanExpression, EqualTo, GreaterThan, LessThanOrEqual, Reference
@@ -100,3 +106,157 @@ def overwrite_day(table: Table, rows: pa.Table, day: str | dt.date) -> None:
 
 def scan_all(table: Table, columns: Iterable[str]) -> pa.Table:
     return table.scan(row_filter=AlwaysTrue(), selected_fields=tuple(columns)).to_arrow()
+
+
+# --- one day of a silver table, read once per snapshot and shared by the steps of a run -------------------
+#
+# The gold job's steps run in one process (in_process_executor) and read the same silver day: the quality
+# checks, trader activity, the summary and the average-cost replay. The day is read once into the process's
+# DuckDB database and every step queries it there. Keyed by (table uuid, snapshot id, day): a snapshot is
+# immutable, so a step never sees rows of another silver version; days of other dates are dropped when a
+# new day is read, so memory holds one day per table.
+
+_DATABASE: duckdb.DuckDBPyConnection | None = None
+_SHARED: dict[tuple[str, int | None, dt.date], SharedDay] = {}
+_SHARED_LOCK = threading.Lock()
+_SHARED_COLUMNS: dict[str, set[str]] = {}
+
+
+def duckdb_cursor() -> duckdb.DuckDBPyConnection:
+    """A new connection to the process's in-memory DuckDB database (cheap: no new database), in UTC."""
+    global _DATABASE
+    with _SHARED_LOCK:
+        if _DATABASE is None:
+            _DATABASE = duckdb.connect()
+        cursor = _DATABASE.cursor()
+    cursor.execute("SET TimeZone = 'UTC'")  # date_trunc on TIMESTAMPTZ follows the session zone
+    return cursor
+
+
+def share_day_columns(table_name: str, columns: Iterable[str]) -> None:
+    """Declare that a reader of ``table_name`` days needs ``columns``: a shared day reads them all at once."""
+    _SHARED_COLUMNS.setdefault(table_name, set()).update(columns)
+
+
+def _quoted(columns: Iterable[str]) -> str:
+    return ", ".join('"' + c.replace('"', '""') + '"' for c in columns)
+
+
+@dataclass(frozen=True, eq=False)
+class SharedDay:
+    """The rows of one ``trade_date`` of a table at one snapshot, held once per process for every step."""
+
+    table_name: str
+    day: dt.date
+    snapshot_id: int | None
+    columns: tuple[str, ...]
+    rows: int
+    read_from: str  # "parquet" (the day's data files read by DuckDB) or "pyiceberg" (scan to Arrow)
+    relation: str | None = None  # DuckDB table holding the rows ("parquet")
+    arrow: pa.Table | None = None  # the rows ("pyiceberg")
+    memo: dict[str, Any] = field(default_factory=dict)  # results derived from the day, computed once
+
+    def view_in(self, con: duckdb.DuckDBPyConnection, name: str, columns: Iterable[str] | None = None) -> None:
+        """Make the day's rows (only ``columns``) the relation ``name`` of connection ``con``."""
+        picked = _quoted(columns or self.columns)
+        if self.arrow is not None:
+            source = f"__{name}_arrow"
+            con.register(source, self.arrow)
+        else:
+            source = f"main.{self.relation}"
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT {picked} FROM {source}")
+
+    def cursor(self, name: str, columns: Iterable[str] | None = None) -> duckdb.DuckDBPyConnection:
+        """A new DuckDB connection in which the day's rows are the relation ``name``."""
+        con = duckdb_cursor()
+        self.view_in(con, name, columns)
+        return con
+
+    def to_arrow(self, columns: Iterable[str] | None = None) -> pa.Table:
+        picked = list(columns or self.columns)
+        if self.arrow is not None:
+            return self.arrow.select(picked)
+        return self.cursor("day_rows", picked).sql("SELECT * FROM day_rows").to_arrow_table()
+
+
+def local_parquet_files(table: Table, day: dt.date, snapshot_id: int | None, columns: Iterable[str]) -> list[str] | None:
+    """The data files of ``day`` at ``snapshot_id`` when DuckDB can read them as they are, else None.
+
+    As they are means: local Parquet files without delete files, and ``columns`` never renamed, retyped or
+    added since the table was created (so every file stores them under today's names and types). Anything
+    else is read through pyiceberg, which applies deletes and maps columns by field id.
+    """
+    current = table.schema()
+    for name in columns:
+        field_id = current.find_field(name).field_id
+        for schema in table.metadata.schemas:
+            try:
+                then = schema.find_field(field_id)
+            except ValueError:
+                return None
+            if then.name != name or then.field_type != current.find_field(field_id).field_type:
+                return None
+    paths = []
+    for task in table.scan(row_filter=on_day(day), snapshot_id=snapshot_id).plan_files():
+        path = task.file.file_path
+        if task.delete_files or task.file.file_format.name != "PARQUET":
+            return None
+        if path.startswith("file://"):
+            path = path.removeprefix("file://")
+        elif "://" in path:
+            return None
+        paths.append(path)
+    return paths
+
+
+def _sql_list(values: Iterable[str]) -> str:
+    return "[" + ", ".join("'" + v.replace("'", "''") + "'" for v in values) + "]"
+
+
+def _load(table: Table, day: dt.date, snapshot_id: int | None, columns: tuple[str, ...], name: str) -> SharedDay:
+    table_name = ".".join(table.name())
+    files = local_parquet_files(table, day, snapshot_id, columns) if snapshot_id is not None else None
+    if files:
+        con = duckdb_cursor()
+        try:
+            con.execute(f"CREATE TABLE main.{name} AS SELECT {_quoted(columns)} FROM read_parquet({_sql_list(files)}) "
+                        f"WHERE trade_date = DATE '{day.isoformat()}'")
+            ((rows,),) = con.execute(f"SELECT count(*) FROM main.{name}").fetchall()
+            return SharedDay(table_name, day, snapshot_id, columns, int(rows), "parquet", relation=name)
+        except duckdb.Error as exc:  # a file DuckDB cannot map by name: pyiceberg reads it by field id
+            log.info("reading %s %s through pyiceberg: %s", table_name, day, exc)
+            con.execute(f"DROP TABLE IF EXISTS main.{name}")
+    # The current snapshot (``snapshot_id``) read with the current schema: scanning "at a snapshot id"
+    # would resolve names in that snapshot's schema, which a rename since then no longer matches.
+    arrow = read_day(table, day, columns)
+    return SharedDay(table_name, day, snapshot_id, columns, arrow.num_rows, "pyiceberg", arrow=arrow)
+
+
+def shared_day(table: Table, day: str | dt.date, columns: Iterable[str]) -> SharedDay:
+    """The rows of ``day`` of ``table`` at its current snapshot, read once per process and snapshot.
+
+    Reads ``columns`` plus every column declared with ``share_day_columns`` for the table, so the steps
+    of a run that need different columns of the same day still read it once.
+    """
+    day = as_day(day)
+    snapshot = table.current_snapshot()
+    snapshot_id = snapshot.snapshot_id if snapshot is not None else None
+    key = (table.metadata.table_uuid.hex, snapshot_id, day)
+    wanted = set(columns)
+    with _SHARED_LOCK:
+        found = _SHARED.get(key)
+    if found is not None and wanted <= set(found.columns):
+        return found
+    names = set(table.schema().column_names)
+    wanted |= _SHARED_COLUMNS.get(".".join(table.name()), set()) & names
+    ordered = tuple(c for c in table.schema().column_names if c in wanted)
+    with _SHARED_LOCK:
+        stale = [k for k in _SHARED if k[2] != day or k[0] == key[0]]
+        dropped = [_SHARED.pop(k) for k in stale]
+    for old in dropped:
+        if old.relation is not None:
+            duckdb_cursor().execute(f"DROP TABLE IF EXISTS main.{old.relation}")
+    loaded = _load(table, day, snapshot_id, ordered, f"day_{uuid.uuid4().hex[:12]}")
+    with _SHARED_LOCK:
+        _SHARED[key] = loaded
+    return loaded

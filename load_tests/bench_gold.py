@@ -121,6 +121,8 @@ def parquet_files(lake, spec, day: dt.date) -> list[str]:
 
 def duckdb_direct(lake, day: dt.date) -> dict[str, float]:
     """The gold SQL over the day's silver Parquet files, each aggregation timed on its own."""
+    import duckdb
+
     from control_plane.defs.dimensions.scd import as_of_join
     from control_plane.defs.gold import ledger
     from control_plane.defs.gold import sql as gold_sql
@@ -132,7 +134,9 @@ def duckdb_direct(lake, day: dt.date) -> dict[str, float]:
     )
 
     trade_files, book_files = parquet_files(lake, SILVER_TRADES, day), parquet_files(lake, SILVER_ORDERBOOK, day)
-    con = gold_sql.connect(seed=ledger.empty_seed())
+    con = duckdb.connect()  # a database of its own: nothing shared with the Dagster side's
+    con.execute("SET TimeZone = 'UTC'")
+    con.register("seed", ledger.empty_seed())
     con.execute(f"CREATE VIEW trades AS SELECT {', '.join(gold_sql.TRADE_COLUMNS)} FROM read_parquet({trade_files!r}) "
                 f"WHERE trade_date = DATE '{day}'")
     con.execute(f"CREATE VIEW books AS SELECT {', '.join(gold_sql.BOOK_COLUMNS)} FROM read_parquet({book_files!r}) "

@@ -265,13 +265,13 @@ def test_a_failed_gold_audit_keeps_the_published_partition(lake, cp_defs, instan
 def test_reconciliation_catches_a_symbol_gold_lost(lake, cp_defs, instance, monkeypatch) -> None:
     from control_plane.defs.gold import sql as gold_sql
 
-    real = gold_sql.daily_trading_summary
+    real = gold_sql.daily_trading_summary_on
 
-    def loses_msft(trades, books):
-        rows = real(trades, books)
+    def loses_msft(con):
+        rows = real(con)
         return rows.filter(pa.compute.not_equal(rows.column("symbol"), "MSFT"))
 
-    monkeypatch.setattr(gold_sql, "daily_trading_summary", loses_msft)
+    monkeypatch.setattr(gold_sql, "daily_trading_summary_on", loses_msft)
     result = build_day(cp_defs, instance, g.DAY1, asset_selection=[SUMMARY_KEY])
     assert not result.success
     evaluation = next(e for e in result.get_asset_check_evaluations() if e.check_name == "trade_count_matches_silver")
@@ -291,3 +291,14 @@ def test_positions_audit_failure_publishes_neither_table_of_the_day(lake, cp_def
     assert {e.check_name for e in result.get_asset_check_evaluations() if not e.passed} == {"prices_positive"}
     assert {spec.name: rows_of(lake, spec, g.DAY2) for spec in (TRADER_PERFORMANCE, PORTFOLIO_POSITIONS)} == before
     assert no_audit_branches(lake)
+
+
+def test_a_gold_run_reads_each_silver_day_once(lake, cp_defs, instance, monkeypatch) -> None:
+    """The silver checks and every gold step of the run share one read of the day per silver table."""
+    from control_plane import lake_io
+
+    loads: list[str] = []
+    real = lake_io._load
+    monkeypatch.setattr(lake_io, "_load", lambda table, *rest: loads.append(".".join(table.name())) or real(table, *rest))
+    assert build_day(cp_defs, instance, g.DAY2).success
+    assert sorted(loads) == ["silver.market_data", "silver.orderbook_snapshots", "silver.trades"]

@@ -44,7 +44,7 @@ from control_plane.defs.gold.publish import (
     refused,
     rows_metadata,
 )
-from control_plane.lake_io import as_day, days_present, read_day, read_days
+from control_plane.lake_io import SharedDay, as_day, days_present, read_day, read_days, share_day_columns, shared_day
 from control_plane.layers import (
     GOLD_POOL,
     GOLD_RETRY,
@@ -117,9 +117,10 @@ ACTIVITY_CHECKS = [
 )
 def trader_activity(context: AssetExecutionContext, lake: LakeResource) -> Iterator:
     started, day = time.monotonic(), context.partition_key
-    trades, snapshot_id = silver_trades_day(lake, day)
-    read = silver_read_marker(lake.table(SILVER_TRADES), snapshot_id)
-    rows = gold_sql.trader_activity(trades)
+    silver = lake.table(SILVER_TRADES)
+    trades = shared_day(silver, day, gold_sql.TRADE_COLUMNS)
+    read = silver_read_marker(silver, trades.snapshot_id)
+    rows = gold_sql.trader_activity_on(trades.cursor("trades", gold_sql.TRADE_COLUMNS))
 
     def audit(staged: pa.Table) -> list[Audit]:
         return [reconcile("reconciles_with_silver", staged, silver_symbol_totals(trades), (), GOLD_TOTALS, GOLD_TOTALS)]
@@ -130,7 +131,7 @@ def trader_activity(context: AssetExecutionContext, lake: LakeResource) -> Itera
         raise refused(TRADER_ACTIVITY_KEY, day, outcome.audits)
     push_run(lake, TRADER_ACTIVITY_KEY, rows.num_rows, started)
     yield MaterializeResult(metadata=rows_metadata(
-        TRADER_ACTIVITY, rows, day, silver_trades=trades.num_rows, silver_read=read, **published_metadata(outcome)))
+        TRADER_ACTIVITY, rows, day, silver_trades=trades.rows, silver_read=read, **published_metadata(outcome)))
     yield from check_results(TRADER_ACTIVITY_KEY, outcome.audits)
 
 
@@ -166,9 +167,12 @@ SUMMARY_CHECKS = [
 )
 def daily_trading_summary(context: AssetExecutionContext, lake: LakeResource) -> Iterator:
     started, day = time.monotonic(), context.partition_key
-    trades, snapshot_id = silver_trades_day(lake, day)
-    books = read_day(lake.table(SILVER_ORDERBOOK), day, gold_sql.BOOK_COLUMNS)
-    rows = gold_sql.daily_trading_summary(trades, books)
+    silver = lake.table(SILVER_TRADES)
+    trades = shared_day(silver, day, gold_sql.TRADE_COLUMNS)
+    books = shared_day(lake.table(SILVER_ORDERBOOK), day, gold_sql.BOOK_COLUMNS)
+    con = trades.cursor("trades", gold_sql.TRADE_COLUMNS)
+    books.view_in(con, "books", gold_sql.BOOK_COLUMNS)
+    rows = gold_sql.daily_trading_summary_on(con)
 
     def audit(staged: pa.Table) -> list[Audit]:
         return [
@@ -178,7 +182,7 @@ def daily_trading_summary(context: AssetExecutionContext, lake: LakeResource) ->
                       GOLD_TOTALS),
         ]
 
-    read = silver_read_marker(lake.table(SILVER_TRADES), snapshot_id)
+    read = silver_read_marker(silver, trades.snapshot_id)
     outcome = audited_overwrite(gold_table(lake, DAILY_TRADING_SUMMARY), rows, day, audit, context.run_id[:8], read)
     if not outcome.passed:
         yield from check_results(SUMMARY_KEY, outcome.audits)
@@ -187,51 +191,28 @@ def daily_trading_summary(context: AssetExecutionContext, lake: LakeResource) ->
     yield MaterializeResult(
         metadata=rows_metadata(
             DAILY_TRADING_SUMMARY, rows, day,
-            silver_trades=trades.num_rows, silver_snapshot_id=str(snapshot_id), book_snapshots=books.num_rows,
+            silver_trades=trades.rows, silver_snapshot_id=str(trades.snapshot_id), book_snapshots=books.rows,
+            silver_read_from=trades.read_from,
             silver_read=read, **published_metadata(outcome),
         )
     )
     yield from check_results(SUMMARY_KEY, outcome.audits)
 
 
-def gold_sql_empty_trades() -> pa.Table:
-    return SILVER_TRADES.columns.empty_table().select(list(gold_sql.TRADE_COLUMNS))
+# The silver days gold reads: the steps of a run (in-process executor) share each day through
+# ``lake_io.shared_day`` — the silver checks, trader activity, the summary and performance read it once.
+share_day_columns(SILVER_TRADES.name, gold_sql.TRADE_COLUMNS)
+share_day_columns(SILVER_ORDERBOOK.name, gold_sql.BOOK_COLUMNS)
 
 
-# The silver day of the last scan, shared by the steps of a run (in-process executor): trader activity,
-# the summary and performance all read the same day of silver.trades, one scan is enough. Keyed by the
-# snapshot, so a step never reuses rows of another silver version; one entry, so memory stays one day.
-_silver_day_cache: dict[tuple[str, int, str], pa.Table] = {}
-
-
-def silver_trades_day(lake: LakeResource, day: str | dt.date) -> tuple[pa.Table, int | None]:
-    """silver.trades rows of ``day`` (gold's columns) at the current snapshot, and that snapshot's id."""
-    silver = lake.table(SILVER_TRADES)
-    snapshot = silver.current_snapshot()
-    if snapshot is None:
-        return gold_sql_empty_trades(), None
-    key = (silver.metadata_location, snapshot.snapshot_id, as_day(day).isoformat())
-    if key not in _silver_day_cache:
-        _silver_day_cache.clear()
-        _silver_day_cache[key] = read_day(silver, day, gold_sql.TRADE_COLUMNS, snapshot.snapshot_id)
-    return _silver_day_cache[key], snapshot.snapshot_id
-
-
-_totals_cache: list[tuple[pa.Table, pa.Table]] = []
-
-
-def silver_symbol_totals(trades: pa.Table) -> pa.Table:
-    """Per symbol: trade_count and total_notional of silver ``trades`` (what gold reconciles with).
-
-    Computed once for the day the run's steps share (the same Arrow object), not once per audit."""
-    for source, totals in _totals_cache:
-        if source is trades:
-            return totals
-    totals = gold_sql.connect(trades=trades).sql(
-        "SELECT symbol, count(*) AS trade_count, sum(price * quantity) AS total_notional FROM trades GROUP BY symbol"
-    ).to_arrow_table()
-    _totals_cache[:] = [(trades, totals)]
-    return totals
+def silver_symbol_totals(trades: SharedDay) -> pa.Table:
+    """Per symbol: trade_count and total_notional of the silver ``trades`` of a day (what gold reconciles
+    with), computed once per shared day, not once per audit."""
+    if "symbol_totals" not in trades.memo:
+        trades.memo["symbol_totals"] = trades.cursor("trades", ("symbol", "price", "quantity")).sql(
+            "SELECT symbol, count(*) AS trade_count, sum(price * quantity) AS total_notional FROM trades GROUP BY symbol"
+        ).to_arrow_table()
+    return trades.memo["symbol_totals"]
 
 
 # --- gold.market_overview ----------------------------------------------------------------------------------
@@ -291,22 +272,35 @@ def carried_seed(lake: LakeResource, day: dt.date) -> tuple[dt.date | None, pa.T
     return earlier[-1], read_day(target, earlier[-1], ledger.SEED_COLUMNS)
 
 
-def replay_day(lake: LakeResource, day: dt.date) -> tuple[ledger.AverageCostDay, pa.Table, dict[str, Any]]:
+def replay_day(lake: LakeResource, day: dt.date) -> tuple[ledger.AverageCostDay, SharedDay, dict[str, Any]]:
     """Average-cost replay of ``day`` from the newest earlier positions, replaying silver for any gap.
 
     Also returns the silver trades dated ``day`` (what performance reconciles with) and, in the notes,
     the marker of the silver snapshot read (``silver_read``)."""
     seed_day, seed = carried_seed(lake, day)
-    today, snapshot_id = silver_trades_day(lake, day)
+    silver = lake.table(SILVER_TRADES)
+    today = shared_day(silver, day, gold_sql.TRADE_COLUMNS)
     # Days between the seed and ``day`` (a weekend's late trades, sessions never built): usually none.
-    gap = read_days(lake.table(SILVER_TRADES), seed_day, day - dt.timedelta(days=1), gold_sql.TRADE_COLUMNS)
-    trades = pa.concat_tables([gap, today], promote_options="permissive") if gap.num_rows else today
-    result = ledger.average_cost_day(trades, seed, day.isoformat())
+    # Read at the snapshot the day was read at, so the replay sees one silver version.
+    gap = (read_days(silver, seed_day, day - dt.timedelta(days=1), gold_sql.TRADE_COLUMNS, today.snapshot_id)
+           if today.snapshot_id is not None else gold_sql_empty_trades())
+    con = today.cursor("today_trades", gold_sql.TRADE_COLUMNS)
+    if gap.num_rows:
+        con.register("gap_trades", gap)
+        con.execute("CREATE TEMP VIEW trades AS SELECT * FROM gap_trades UNION ALL BY NAME SELECT * FROM today_trades")
+    else:
+        con.execute("CREATE TEMP VIEW trades AS SELECT * FROM today_trades")
+    con.register("seed", seed.select(list(ledger.SEED_COLUMNS)))
+    result = ledger.average_cost_day_on(con, day.isoformat())
     return result, today, {
         "seeded_from": seed_day.isoformat() if seed_day else "nothing (replayed all silver up to the day)",
-        "replayed_silver_trades": trades.num_rows,
-        "silver_read": silver_read_marker(lake.table(SILVER_TRADES), snapshot_id),
+        "replayed_silver_trades": gap.num_rows + today.rows,
+        "silver_read": silver_read_marker(silver, today.snapshot_id),
     }
+
+
+def gold_sql_empty_trades() -> pa.Table:
+    return SILVER_TRADES.columns.empty_table().select(list(gold_sql.TRADE_COLUMNS))
 
 
 PERFORMANCE_CHECKS = [

@@ -15,6 +15,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from control_plane.lake_io import duckdb_cursor
 from schemas.tables.dims import OPEN_END
 
 SHOWN = 10  # mismatching keys listed in a failed check's metadata
@@ -63,7 +64,7 @@ def reconcile(
     A key on one side only is a mismatch too (a symbol silver traded that gold lost, or the reverse); with
     no ``keys`` the day's totals are compared (no rows on either side = totals of 0).
     """
-    con = duckdb.connect()
+    con = duckdb_cursor()
     con.register("gold_rows", gold)
     con.register("source_rows", source)
     names = list(gold_measures)
@@ -106,7 +107,7 @@ def _count(con: duckdb.DuckDBPyConnection, sql: str) -> int:
 def scd2_integrity(check_name: str, history: pa.Table, key: str) -> Audit:
     """An SCD2 history a gold join reads is sound: per key no two validity windows overlap, every window
     is non-empty, and exactly one row is current (open-ended and flagged ``is_current``)."""
-    con = duckdb.connect()
+    con = duckdb_cursor()
     con.register("h", history)
     overlaps = _count(con, f"""
         SELECT count(*) FROM (

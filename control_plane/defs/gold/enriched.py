@@ -41,7 +41,7 @@ from control_plane.defs.gold.publish import (
     refused,
     rows_metadata,
 )
-from control_plane.lake_io import as_day, read_day
+from control_plane.lake_io import as_day, read_day, share_day_columns, shared_day
 from control_plane.layers import GOLD_POOL, GOLD_RETRY, TRADING_DAYS, asset_key
 from control_plane.rebuilds import silver_read_marker
 from control_plane.resources import LakeResource
@@ -65,6 +65,7 @@ SECTOR_KEY = asset_key(SECTOR_DAILY)
 DESK_KEY = asset_key(DESK_PERFORMANCE)
 BARS_KEY = asset_key(INTRADAY_BARS)
 SILVER_MARKET_DATA_KEY = asset_key(SILVER_MARKET_DATA)
+share_day_columns(SILVER_MARKET_DATA.name, gold_sql.BAR_COLUMNS)
 DIM_SYMBOL_KEY = asset_key(DIM_SYMBOL)
 DIM_TRADER_KEY = asset_key(DIM_TRADER)
 
@@ -223,10 +224,9 @@ def desk_performance(context: AssetExecutionContext, lake: LakeResource) -> Iter
 def intraday_bars(context: AssetExecutionContext, lake: LakeResource) -> Iterator:
     started, day = time.monotonic(), context.partition_key
     silver = lake.table(SILVER_MARKET_DATA)
-    snapshot = silver.current_snapshot()
-    snapshot_id = snapshot.snapshot_id if snapshot is not None else None
-    bars = read_day(silver, day, gold_sql.BAR_COLUMNS, snapshot_id)
-    read = silver_read_marker(silver, snapshot_id)
+    day_bars = shared_day(silver, day, gold_sql.BAR_COLUMNS)  # as the run's silver check read it
+    bars = day_bars.to_arrow(gold_sql.BAR_COLUMNS)
+    read = silver_read_marker(silver, day_bars.snapshot_id)
     rows = gold_sql.intraday_bars(bars)
     source_ok = non_negative("volume_non_negative", bars, ("volume",))
 

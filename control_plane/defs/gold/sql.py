@@ -12,6 +12,7 @@ from __future__ import annotations
 import duckdb
 import pyarrow as pa
 
+from control_plane.lake_io import duckdb_cursor
 from schemas.tables.gold import (
     DAILY_TRADING_SUMMARY,
     DESK_PERFORMANCE,
@@ -35,9 +36,10 @@ TOP_MOVERS = 5
 
 
 def connect(**tables: pa.Table) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection set up as the gold SQL expects, with ``tables`` registered under their names."""
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")  # date_trunc on TIMESTAMPTZ follows the session zone
+    """A DuckDB connection set up as the gold SQL expects (UTC session), with ``tables`` registered under
+    their names. A connection to the process's one in-memory database: opening a new database costs
+    more than the small queries of an audit."""
+    con = duckdb_cursor()
     for name, table in tables.items():
         con.register(name, table)
     return con

@@ -1,11 +1,12 @@
 """Write-audit-publish for one ``trade_date`` partition of a Dagster-owned Iceberg table.
 
-Readers only ever read ``main``. A run writes the new partition on its own branch (``stage_day``), audits
-what the branch holds (``read_staged``), and only if every blocking check passed moves ``main`` to it
-(``publish``): a fast-forward when ``main`` has not moved since the branch was made, else the audited
-rows are applied to ``main`` as the same one-partition overwrite (other runs may have rewritten other
-days meanwhile; this day's content is exactly what was audited either way). A failed audit drops the
-branch (``discard``), so the previously published partition stays as it was.
+Readers only ever read ``main``. A run writes the new partition on its own branch (``stage_day``: the
+branch and the write are one catalog commit), audits what the branch holds (``read_staged``), and only if
+every blocking check passed moves ``main`` to it (``publish``: one commit): a fast-forward when ``main`` has
+not moved since the branch was made, else the audited rows are applied to ``main`` as the same
+one-partition overwrite (other runs may have rewritten other days meanwhile; this day's content is exactly
+what was audited either way). A failed audit drops the branch (``discard``), so the previously published
+partition stays as it was.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import TypeVar
 import pyarrow as pa
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.table import Table
+from pyiceberg.table.update.snapshot import ManageSnapshots
 
 from control_plane.lake_io import as_day, on_day
 from schemas.offsets import PARTITION_PROPERTY
@@ -77,30 +79,25 @@ def stage_day(
     if dates - {day}:
         raise ValueError(f"rows for {table.name()} partition {day} carry other trade_dates: {sorted(dates - {day})}")
     branch = f"{BRANCH_PREFIX}{day.isoformat()}-{label + '-' if label else ''}{uuid.uuid4().hex[:8]}"
-
-    def make_branch() -> int | None:
-        table.refresh()
-        if table.current_snapshot() is None:
-            # A branch needs a snapshot to start from: main gets an empty one (readers see no rows).
-            table.append(table.schema().as_arrow().empty_table())
-        base = _main_snapshot_id(table)
-        if base is None:
-            raise RuntimeError(f"{'.'.join(table.name())} has no snapshot on main to branch {branch} from")
-        table.manage_snapshots().create_branch(base, branch).commit()
-        return base
-
-    base = _retrying(table, f"branch {branch}", make_branch)
     summary = {**(properties or {}), PARTITION_PROPERTY: day.isoformat()}
-    # Only this run writes the branch: no race on it, only on the catalog row (retried above).
-    table.overwrite(
-        rows,
-        overwrite_filter=on_day(day),
-        snapshot_properties=summary,
-        branch=branch,
-    )
-    table.refresh()
-    ref = table.metadata.refs.get(branch)
-    return Staged(table, day, branch, base, ref.snapshot_id if ref is not None else base, rows, summary)
+
+    def write() -> Staged:
+        # One catalog commit: the branch is made from main and the partition overwritten on it together.
+        # Only this run knows the branch; the race is on the catalog row only, and a lost race reloads
+        # the table and stages again.
+        with table.transaction() as tx:
+            if tx.table_metadata.current_snapshot() is None:
+                # A branch needs a snapshot to start from: main gets an empty one (readers see no rows).
+                tx.append(table.schema().as_arrow().empty_table())
+            base = tx.table_metadata.current_snapshot_id
+            if base is None:
+                raise RuntimeError(f"{'.'.join(table.name())} has no snapshot on main to branch {branch} from")
+            ManageSnapshots(tx).create_branch(base, branch).commit()
+            tx.overwrite(rows, overwrite_filter=on_day(day), snapshot_properties=summary, branch=branch)
+        ref = table.metadata.refs.get(branch)
+        return Staged(table, day, branch, base, ref.snapshot_id if ref is not None else base, rows, summary)
+
+    return _retrying(table, f"staging {branch}", write)
 
 
 def read_staged(staged: Staged, columns: Iterable[str]) -> pa.Table:
@@ -114,7 +111,6 @@ def read_staged(staged: Staged, columns: Iterable[str]) -> pa.Table:
 
 def _drop_branch(table: Table, branch: str) -> None:
     def drop() -> None:
-        table.refresh()
         if branch in table.metadata.refs:
             table.manage_snapshots().remove_branch(branch).commit()
 
@@ -127,15 +123,16 @@ def publish(staged: Staged) -> int | None:
     if staged.snapshot_id is None or staged.snapshot_id == staged.base_snapshot_id:
         _drop_branch(table, staged.branch)  # the write changed nothing: main already shows these rows
         return _main_snapshot_id(table)
-    table.refresh()
     if _main_snapshot_id(table) == staged.base_snapshot_id:
         try:
-            # Compare-and-set on main: fails if another commit lands between the refresh and this one.
+            # Compare-and-set on main (the commit asserts main is still at the branch's base): fails,
+            # and changes nothing, if any other commit moved main since this run staged.
             table.manage_snapshots().set_current_snapshot(snapshot_id=staged.snapshot_id).remove_branch(staged.branch).commit()
-            table.refresh()
             return _main_snapshot_id(table)
         except CommitFailedException:
             table.refresh()
+    else:
+        table.refresh()
     # main moved on (another day, another run): apply the audited rows as the same partition overwrite.
     _retrying(table, f"publishing {staged.day}", lambda: table.overwrite(
         staged.rows, overwrite_filter=on_day(staged.day), snapshot_properties=staged.properties))

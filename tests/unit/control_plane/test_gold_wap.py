@@ -84,3 +84,16 @@ def test_a_run_that_read_older_silver_does_not_publish_over_a_newer_result(lake)
     # The same read may publish again (a retry of the newer run), and another day is unaffected.
     assert audited_overwrite(fresh, activity(DAY1, "NEWER", 3), DAY1, lambda rows: [], silver_read="111@7").superseded is None
     assert audited_overwrite(fresh, activity(DAY2, "OLDER", 1), DAY2, lambda rows: [], silver_read="99@5").superseded is None
+
+
+def test_stage_and_publish_take_one_catalog_commit_each(lake) -> None:
+    table = lake.table(TRADER_ACTIVITY)
+    overwrite_day(table, activity(DAY1, "OLD", 1), DAY1)
+    commits = len(lake.table(TRADER_ACTIVITY).metadata.metadata_log)
+    staged = wap.stage_day(lake.table(TRADER_ACTIVITY), activity(DAY1, "NEW", 2), DAY1)
+    assert len(lake.table(TRADER_ACTIVITY).metadata.metadata_log) == commits + 1
+    assert traders(lake.table(TRADER_ACTIVITY), DAY1) == [("OLD", 1)]
+    wap.publish(staged)
+    fresh = lake.table(TRADER_ACTIVITY)
+    assert len(fresh.metadata.metadata_log) == commits + 2
+    assert traders(fresh, DAY1) == [("NEW", 2)] and set(fresh.metadata.refs) == {"main"}
