@@ -14,6 +14,7 @@ Group offsets are committed after Iceberg commits, for lag visibility only.
 
 from __future__ import annotations
 
+import bisect
 import gc
 import logging
 import queue
@@ -21,9 +22,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+import numpy as np
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from schemas.catalog import open_catalog
 from schemas.kafka_config import kafka_client_config
@@ -126,6 +128,7 @@ class StreamWorker:
             topic: TopicSink(topic, catalog, settings, lookup, with_silver=with_silver, mirror=mirror) for topic in topics
         }
         self._buffers: dict[str, RawMessages] = {t: RawMessages(t) for t in topics}
+        self._topic_number = {t: i for i, t in enumerate(topics)}
         # (topic, partition) -> first offset of the buffered messages (None: from the partition's beginning)
         self._cursor: dict[tuple[str, int], int | None] = {}
         # (topic, partition) -> next offset the consumer should deliver (older ones are stale prefetch)
@@ -178,36 +181,12 @@ class StreamWorker:
                     batch = []
                     self._reposition(self._assigned_positions())
                 now = time.monotonic()
-                for msg in batch:
-                    err = msg.error()
-                    if err is not None:
-                        self._consumer_error(msg, err)
-                        continue
-                    topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
-                    if topic is None or partition is None or offset is None:
-                        continue
-                    if topic in self._paused_until:
-                        continue  # dropped: the topic re-reads from its tables after the backoff
-                    key = (topic, partition)
-                    expected = self._next.get(key)
-                    if expected is None and key not in self._cursor:
-                        continue  # not (or no longer) ours
-                    if expected is not None and offset < expected:
-                        continue  # delivered from before the last seek
-                    buf = self._buffers[topic]
-                    if not len(buf):
-                        self._first_at[topic] = now
-                    buf.add(partition, offset, msg.timestamp()[1], msg.value())
-                    self._next[key] = offset + 1
-                self.stats.consumed += len(batch)
-                if batch and self.stats.first_message_at is None:
-                    self.stats.first_message_at = now
+                if batch:
+                    self._take(batch, now)
+                # Fewer messages than asked for: librdkafka's queue is empty, the worker has caught up.
+                caught_up = len(batch) < CONSUME_BATCH
                 for topic, buf in self._buffers.items():
-                    if len(buf) and (
-                        len(buf) >= self.settings.max_batch_rows
-                        or buf.payload_bytes >= self.settings.max_batch_bytes
-                        or now - self._first_at[topic] >= self.settings.commit_interval_s
-                    ):
+                    if len(buf) and self._due(buf, now - self._first_at[topic], caught_up):
                         self._submit(topic)
             for topic in self.topics:  # graceful stop: commit what we hold
                 if topic not in self._paused_until:
@@ -226,6 +205,64 @@ class StreamWorker:
 
     # -- batches ---------------------------------------------------------------------------
 
+    def _take(self, batch: list[Message], now: float) -> None:
+        """Buffer one consume() result a run of one partition at a time (no per-message branches).
+
+        Dropped: messages of a topic in recovery, of partitions not (or no longer) ours, and those
+        delivered from before the last seek.
+        """
+        if any(m.error() is not None for m in batch):
+            for m in batch:
+                err = m.error()
+                if err is not None:
+                    self._consumer_error(m, err)
+            batch = [m for m in batch if m.error() is None]
+            if not batch:
+                return
+        # A message without an error always has its coordinates.
+        topics = cast(list[str], [m.topic() for m in batch])
+        parts = cast(list[int], [m.partition() for m in batch])
+        offsets = cast(list[int], [m.offset() for m in batch])
+        codes = np.asarray(parts, dtype=np.int64)
+        if len(set(topics)) > 1:
+            number = self._topic_number
+            codes += np.asarray([number.get(t, -1) for t in topics], dtype=np.int64) << 32
+        cuts = [0, *(np.flatnonzero(np.diff(codes)) + 1).tolist(), len(batch)]
+        stamps: list[int] | None = None
+        values: list[bytes | None] | None = None
+        for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+            topic, partition = topics[a], parts[a]
+            if topic not in self._buffers or topic in self._paused_until:
+                continue  # dropped: the topic re-reads from its tables after the backoff
+            key = (topic, partition)
+            expected = self._next.get(key)
+            if expected is None and key not in self._cursor:
+                continue  # not (or no longer) ours
+            if expected is not None and offsets[a] < expected:
+                a = bisect.bisect_left(offsets, expected, a, b)
+                if a == b:
+                    continue
+            if stamps is None or values is None:
+                stamps = [m.timestamp()[1] for m in batch]
+                values = [m.value() for m in batch]
+            buf = self._buffers[topic]
+            if not len(buf):
+                self._first_at[topic] = now
+            buf.extend(parts[a:b], offsets[a:b], stamps[a:b], values[a:b])
+            self._next[key] = offsets[b - 1] + 1
+        self.stats.consumed += len(batch)
+        if self.stats.first_message_at is None:
+            self.stats.first_message_at = now
+
+    def _due(self, buf: RawMessages, age_s: float, caught_up: bool) -> bool:
+        """Whether a topic's buffer is cut now: full (rows or bytes), old enough, or — once the worker
+        has caught up and nothing is committing — at least ``commit_min_interval_s`` old (a group commit:
+        a drained backlog or a quiet stream does not wait the whole interval)."""
+        s = self.settings
+        if len(buf) >= s.max_batch_rows or buf.payload_bytes >= s.max_batch_bytes or age_s >= s.commit_interval_s:
+            return True
+        return caught_up and age_s >= s.commit_min_interval_s and self._flusher.idle()
+
     def _submit(self, topic: str, partitions: set[int] | None = None) -> None:
         """Cut the buffered batch of ``topic`` (or of some partitions) with its span; hand it to the flusher."""
         buf = self._buffers[topic]
@@ -239,13 +276,15 @@ class StreamWorker:
         if not len(buf):
             return
         ends: dict[int, int] = {}
-        for p, o in zip(buf.partitions, buf.offsets, strict=True):
+        partitions_of, offsets_of = buf.partitions, buf.offsets
+        for p in np.unique(partitions_of).tolist():
+            o = offsets_of[partitions_of == p]
             start = self._cursor.get((topic, p))
-            if o < ends.get(p, -1) or (start is not None and o < start):
+            if (len(o) > 1 and bool((np.diff(o) <= 0).any())) or (start is not None and int(o[0]) < start):
                 # Never commit a span the messages do not fill: treat it as a failed batch and re-read.
-                self._fail(topic, RuntimeError(f"{topic}[{p}]: offset {o} delivered out of order (cursor {start})"))
+                self._fail(topic, RuntimeError(f"{topic}[{p}]: offsets delivered out of order (cursor {start})"))
                 return
-            ends[p] = o + 1
+            ends[p] = int(o[-1]) + 1
         span: dict[int, tuple[int | None, int]] = {}
         for p, end in ends.items():
             span[p] = (self._cursor.get((topic, p)), end)
@@ -610,6 +649,10 @@ class _Flusher:
     def submit(self, topic: str, buf: RawMessages, span: dict[int, tuple[int | None, int]]) -> None:
         self._jobs.put((topic, buf, span))
 
+    def idle(self) -> bool:
+        """Nothing submitted is still waiting or committing."""
+        return self._jobs.unfinished_tasks == 0
+
     def drain(self) -> None:
         """Wait until every submitted batch is done (its outcome is then in ``finished()``)."""
         self._jobs.join()
@@ -643,7 +686,7 @@ class _Flusher:
 
 def _split(buf: RawMessages, partitions: set[int]) -> tuple[RawMessages, RawMessages]:
     """Split a buffer into the messages of ``partitions`` and the rest, order kept."""
-    taken, rest = RawMessages(buf.topic), RawMessages(buf.topic)
-    for p, o, ts, v in zip(buf.partitions, buf.offsets, buf.timestamps_ms, buf.payloads, strict=True):
-        (taken if p in partitions else rest).add(p, o, ts, v)
-    return taken, rest
+    if not len(buf):
+        return RawMessages(buf.topic), RawMessages(buf.topic)
+    mine = np.isin(buf.partitions, np.fromiter(partitions, dtype=np.int32, count=len(partitions)))
+    return buf.select(mine), buf.select(~mine)

@@ -89,19 +89,27 @@ class SilverIndex:
         return list(zip(*(rows[c].to_pylist() for c in self.key), strict=True))
 
     def merge(self, rows: pa.Table) -> None:
-        """Take rows silver holds (or will hold after this commit); the latest event time per key wins."""
+        """Take rows silver holds (or will hold after this commit); the latest event time per key wins.
+
+        Whole-column work and C-level dict operations only: this runs on every batch's rows.
+        """
         if rows.num_rows == 0:
             return
+        if rows["event_timestamp"].null_count or rows["trade_date"].null_count:
+            rows = rows.filter(pc.and_(pc.is_valid(rows["event_timestamp"]), pc.is_valid(rows["trade_date"])))
         event = pc.cast(rows["event_timestamp"], pa.int64()).to_numpy(zero_copy_only=False)
         day = pc.cast(rows["trade_date"], pa.int32()).to_numpy(zero_copy_only=False)
+        # Ascending time, and among equal times the first arrival last: in the dict built below it wins.
+        order = np.lexsort((-np.arange(len(event)), event))
+        keys = self.keys_of(rows)
+        ordered = list(map(keys.__getitem__, order.tolist()))
+        packed = [(t << _DAY_BITS) | d for t, d in zip(event[order].tolist(), day[order].tolist(), strict=True)]
+        incoming = dict(zip(ordered, packed, strict=True))
         latest = self.latest
-        for k, ts, d in zip(self.keys_of(rows), event.tolist(), day.tolist(), strict=True):
-            if ts is None or d is None:
-                continue
-            packed = (ts << _DAY_BITS) | d
-            held = latest.get(k)
-            if held is None or held >> _DAY_BITS < ts:
-                latest[k] = packed
+        if latest:
+            held = list(map(latest.get, incoming))
+            incoming = {k: p for (k, p), h in zip(incoming.items(), held, strict=True) if h is None or h >> _DAY_BITS < p >> _DAY_BITS}
+        latest.update(incoming)
 
     # -- keeping in step with the table -----------------------------------------------------
 
@@ -212,28 +220,31 @@ def plan_silver(rows: pa.Table, index: SilverIndex) -> SilverPlan:
 
     Latest event time per key wins; among equal times the first arrival (lowest offset) wins. A newer
     version of a key silver holds replaces the old row, found on the day the index says it lives on.
+    Vectorised: a sort, C-level dict operations, numpy comparisons; Python per row only for corrections.
     """
     if rows.num_rows == 0:
         return SilverPlan(rows, SILVER_REJECTS.empty(), 0)
     keys = index.keys_of(rows)
     event_us = pc.cast(rows["event_timestamp"], pa.int64()).to_numpy(zero_copy_only=False)
-    best: dict[Key, int] = {}
-    for i, (k, ts) in enumerate(zip(keys, event_us, strict=True)):
-        j = best.get(k)
-        if j is None or ts > event_us[j]:
-            best[k] = i
-    keep: list[int] = []
+    n = len(keys)
+    # Best row per key: latest event time, then lowest position. Walking that order backwards into a
+    # dict leaves each key's best row as its value.
+    order = np.lexsort((np.arange(n), -event_us)).tolist()[::-1]
+    best = dict(zip(map(keys.__getitem__, order), order, strict=True))
+    candidates = np.fromiter(best.values(), dtype=np.int64, count=len(best))
+    held = list(map(index.latest.get, best))
+    known = np.fromiter((h is not None for h in held), dtype=bool, count=len(held))
+    held_us = np.fromiter((0 if h is None else h >> _DAY_BITS for h in held), dtype=np.int64, count=len(held))
+    newer = known & (event_us[candidates] > held_us)
+    keep = np.sort(candidates[~known | newer])
     replaced: dict[int, list[Key]] = {}
-    for k, i in best.items():
-        held = index.held(k)
-        if held is None:
-            keep.append(i)
-        elif event_us[i] > held[0]:
-            keep.append(i)
-            replaced.setdefault(held[1], []).append(k)
-    keep.sort()
+    best_keys = list(best)
+    for j in np.flatnonzero(newer).tolist():
+        h = held[j]
+        assert h is not None
+        replaced.setdefault(h & _DAY_MASK, []).append(best_keys[j])
     out = rows.take(pa.array(keep, pa.int64()))
-    superseded = sum(len(v) for v in replaced.values())
+    superseded = int(newer.sum())
     duplicates = rows.num_rows - len(keep) + superseded  # superseded silver rows count as duplicates too
     return SilverPlan(out, SILVER_REJECTS.empty(), duplicates, replaced)
 

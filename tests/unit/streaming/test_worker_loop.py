@@ -163,3 +163,29 @@ def test_a_batch_is_cut_by_bytes_before_rows_or_time(settings) -> None:  # type:
     # An hour's interval never elapses and no batch reaches the row bound: only the byte bound commits.
     _run_until(worker, lambda: sum(_ends(bounded, BRONZE_TRADES).values()) >= sum(want.values()) // 2)
     assert worker.stats.commits > 2
+
+
+def test_a_drained_backlog_commits_without_waiting_for_the_interval(settings) -> None:  # type: ignore[no-untyped-def]
+    """Caught up (consume() returned less than asked) and nothing committing: the batch is cut once it is
+    ``commit_min_interval_s`` old, not ``commit_interval_s`` (here an hour): a group commit."""
+    log = _log(300)
+    total = sum(len(v) for v in log.values())
+    relaxed = settings.with_overrides(commit_interval_s=3600.0, commit_min_interval_s=0.0, max_batch_rows=1_000_000)
+    worker = _worker(relaxed, MemoryConsumer(log, per_call=1_000))
+    _run_until(worker, lambda: sum(_ends(relaxed, BRONZE_TRADES).values()) == total, timeout=30)
+
+
+def test_a_busy_flusher_or_a_young_batch_is_not_cut_early(settings) -> None:  # type: ignore[no-untyped-def]
+    relaxed = settings.with_overrides(commit_interval_s=3600.0, commit_min_interval_s=1.0, max_batch_rows=1_000_000)
+    worker = _worker(relaxed, MemoryConsumer(_log(30)))
+    buf = worker._buffers[RAW_TRADES]
+    buf.add(0, 0, 0, b"x")
+    assert worker._due(buf, 1.5, caught_up=True)
+    assert not worker._due(buf, 0.5, caught_up=True)  # younger than the minimum
+    assert not worker._due(buf, 1.5, caught_up=False)  # a backlog: keep filling the batch
+    worker._flusher._jobs.unfinished_tasks += 1  # as if a batch were committing
+    assert not worker._flusher.idle() and not worker._due(buf, 1.5, caught_up=True)
+    assert worker._due(buf, 3601.0, caught_up=False)  # the interval always cuts
+    worker._flusher._jobs.unfinished_tasks -= 1
+    assert worker._flusher.idle()
+    worker._flusher.close()
