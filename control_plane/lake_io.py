@@ -260,3 +260,13 @@ def shared_day(table: Table, day: str | dt.date, columns: Iterable[str]) -> Shar
     with _SHARED_LOCK:
         _SHARED[key] = loaded
     return loaded
+
+
+def forget_shared_days() -> None:
+    """Drop every shared day (what a new run-worker process starts with): benchmarks and tests."""
+    with _SHARED_LOCK:
+        dropped = list(_SHARED.values())
+        _SHARED.clear()
+    for old in dropped:
+        if old.relation is not None:
+            duckdb_cursor().execute(f"DROP TABLE IF EXISTS main.{old.relation}")

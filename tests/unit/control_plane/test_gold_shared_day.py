@@ -42,6 +42,8 @@ def test_the_day_is_read_once_per_snapshot_and_again_after_a_commit(lake, monkey
     append(lake, SILVER_TRADES, g.silver_trades([("L1", g.DAY1, "13:00", "B", "BUY", 10, "MSFT", 205.0)]))
     second = shared_day(lake.table(SILVER_TRADES), g.DAY1, COLUMNS)
     assert len(loads) == 2 and second.rows == first.rows + 1 and second.snapshot_id != first.snapshot_id
+    lake_io.forget_shared_days()  # what a new run-worker process starts with
+    assert shared_day(lake.table(SILVER_TRADES), g.DAY1, COLUMNS) is not second and len(loads) == 3
 
 
 def test_a_renamed_column_is_read_through_pyiceberg_by_field_id(lake) -> None:
