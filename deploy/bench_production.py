@@ -24,7 +24,7 @@ from load_tests.bench_ingest import _pct, produce_trades, worker_run  # noqa: E4
 from schemas.catalog import S3_CHECKSUM_ENV  # noqa: E402
 from schemas.settings import REPO_ROOT, Settings  # noqa: E402
 from stream_workers import broker  # noqa: E402
-from stream_workers.engine import tune_gc_for_batches  # noqa: E402
+from stream_workers.memory import prepare_process  # noqa: E402
 from stream_workers.parts import iceberg_rest, postgres, s3proxy  # noqa: E402
 from stream_workers.parts.process import free_ports
 
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.messages < 1:
         parser.error(f"--messages must be at least 1, got {args.messages}")
-    tune_gc_for_batches()
+    prepare_process()
     import os
 
     for key, value in S3_CHECKSUM_ENV.items():

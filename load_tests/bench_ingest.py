@@ -31,7 +31,8 @@ from schemas.wire import LocalSchemas
 from simulator.replay import TopicSlice, publish_windows
 from stream_workers import broker
 from stream_workers.decode import BatchDecoder, RawMessages
-from stream_workers.engine import StreamWorker, tune_gc_for_batches
+from stream_workers.engine import StreamWorker
+from stream_workers.memory import prepare_process
 
 
 def produce_trades(bootstrap: str, n: int, seed: int = 1) -> float:
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--commit-interval", type=float, default=5.0, help="TICKLAKE_COMMIT_INTERVAL_S for the run")
     parser.add_argument("--json", type=Path, default=REPO_ROOT / "reports" / "bench_ingest.json")
     args = parser.parse_args(argv)
-    tune_gc_for_batches()  # as `ticklake worker` does; the bare pipeline runs under the same setting
+    prepare_process()  # as `ticklake worker` does; the bare pipeline runs under the same setting
 
     base = Settings.from_env()
     config = None

@@ -23,9 +23,9 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     kafka = kafka_client_config(settings)
     wait_ready(kafka, timeout=args.wait_broker)
     create_topics(kafka, default_topics(), partitions=settings.topic_partitions)
-    from stream_workers.engine import tune_gc_for_batches
+    from stream_workers.memory import prepare_process
 
-    tune_gc_for_batches()
+    prepare_process()
     if args.engine == "plain":
         import signal
 

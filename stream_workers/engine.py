@@ -15,7 +15,6 @@ Group offsets are committed after Iceberg commits, for lag visibility only.
 from __future__ import annotations
 
 import bisect
-import gc
 import logging
 import queue
 import threading
@@ -35,6 +34,7 @@ from schemas.topics import RAW_TOPICS
 from schemas.wire import schema_lookup
 from stream_workers.dead_letters import DeadLetterMirror
 from stream_workers.decode import RawMessages
+from stream_workers.memory import release_freed_memory
 from stream_workers.sink import FlushResult, TopicSink
 
 if TYPE_CHECKING:
@@ -58,17 +58,6 @@ class WorkerStats:
     failures: int = 0
     first_message_at: float | None = None  # time.monotonic() of the first consumed message
     results: list[FlushResult] = field(default_factory=list)
-
-
-def tune_gc_for_batches() -> None:
-    """Collect the young generation every 200k allocations instead of 700.
-
-    A worker allocates millions of short-lived objects per batch (Kafka messages, payloads); with the
-    default threshold the collector's full passes over them cost a third of throughput (bench_ingest).
-    Call once at process start.
-    """
-    gc.freeze()
-    gc.set_threshold(200_000, 50, 1000)
 
 
 def failure_reason(exc: BaseException) -> str:
@@ -138,7 +127,7 @@ class StreamWorker:
         self._generation = 0  # bumped by every rebalance callback (see run)
         self._paused_until: dict[str, float] = {}  # topics recovering from a failed batch -> when to re-read
         self._failures: dict[str, int] = {}  # topic -> consecutive failed batches (reset by a commit)
-        self._flusher = _Flusher(lambda topic, buf, span: self.sinks[topic].commit_batch(buf, span))
+        self._flusher = _Flusher(self._commit)
         self._first_at: dict[str, float] = {}
         self.consumer = consumer or Consumer(
             kafka_client_config(
@@ -149,11 +138,12 @@ class StreamWorker:
                 auto_offset_reset="error",
                 isolation_level="read_committed",
                 enable_partition_eof=False,
-                fetch_max_bytes=64 * 1024 * 1024,
-                max_partition_fetch_bytes=8 * 1024 * 1024,
-                # librdkafka's prefetch queue: 64 MiB keeps a worker's memory bounded on a large backlog
-                # while still holding several batches of messages ahead of the loop.
-                queued_max_messages_kbytes=64 * 1024,
+                # librdkafka's prefetch: 16 MiB of payloads (~140k trades) keeps the loop fed at full speed;
+                # 64 MiB cost ~330 MiB of RSS on a backlog (librdkafka's per-message overhead comes on
+                # top of the payload bytes it counts) for no measurable throughput (bench_ingest).
+                fetch_max_bytes=16 * 1024 * 1024,
+                max_partition_fetch_bytes=4 * 1024 * 1024,
+                queued_max_messages_kbytes=16 * 1024,
                 session_timeout_ms=15_000,
                 heartbeat_interval_ms=3_000,
                 max_poll_interval_ms=300_000,
@@ -204,6 +194,14 @@ class StreamWorker:
         return self.stats
 
     # -- batches ---------------------------------------------------------------------------
+
+    def _commit(self, topic: str, buf: RawMessages, span: dict[int, tuple[int | None, int]]) -> FlushResult:
+        """On the flusher's thread: one batch into its tables, then its memory back to the system."""
+        try:
+            return self.sinks[topic].commit_batch(buf, span)
+        finally:
+            del buf
+            release_freed_memory()
 
     def _take(self, batch: list[Message], now: float) -> None:
         """Buffer one consume() result a run of one partition at a time (no per-message branches).
