@@ -226,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
 
+    from pyiceberg.manifest import clear_manifest_cache
+
     from control_plane.lake_io import forget_shared_days
     from control_plane.resources import LakeResource
     from schemas.settings import Settings
@@ -243,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         rounds = []
         for r in range(args.rounds):
             forget_shared_days()  # a run-worker process starts with no silver day read
+            clear_manifest_cache()  # ... and no manifest cached by pyiceberg
             if r % 2 == 0:  # alternate which side goes first: load that drifts hits both alike
                 total, steps = dagster_gold_day(lake, args.day)
                 direct = duckdb_direct(lake, args.day)
