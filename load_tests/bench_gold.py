@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--traders", type=int, default=2_000)
     parser.add_argument("--lake", type=Path, help="lake folder (default: a temporary one)")
     parser.add_argument("--keep", action="store_true", help="keep the lake folder afterwards")
-    parser.add_argument("--rounds", type=int, default=3,
+    parser.add_argument("--rounds", type=int, default=5,
                         help="rounds of both sides, alternating which goes first; medians are reported")
     parser.add_argument("--json", type=Path, default=REPO_ROOT / "reports" / "bench_gold.json",
                         help="where the figures are written (read by load_tests.bench_all)")
