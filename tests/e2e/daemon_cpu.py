@@ -1,13 +1,21 @@
-"""How much CPU ``dagster-daemon run`` spends on an idle lake: the figure behind issue 11, item 1.
+"""How much CPU the Dagster control plane spends on a lake, idle or fed by the stream: issue 11, item 1.
 
-``python -m tests.e2e.daemon_cpu --warmup 2 --minutes 5 --trades 270000 [--repo DIR]`` writes a small
-idle lake (silver.trades of ``--trades`` rows over two days, in 20 commits, no stream running, no broker),
-prepares DAGSTER_HOME from ``DIR``'s control plane, starts ``dagster-daemon run`` from ``DIR`` and samples
-every second the CPU time (user + system) of the daemon and all its descendants (code server, run
-processes); each process counts with the last value seen. Two figures: the whole run from start-up
-(``cpu_s_total``, cross-checked by the daemon's RUSAGE_CHILDREN after it exits) and the steady state
-after ``--warmup`` minutes (``cpu_s_steady``: what each process used during the ``--minutes`` window,
-start-up of the code location excluded). Prints JSON.
+``python -m tests.e2e.daemon_cpu --warmup 2 --minutes 5 [--stream] [--workspace server|module] [--repo DIR]``
+writes a small lake (silver.trades of ``--trades`` rows over two days, in 20 commits), prepares
+DAGSTER_HOME from ``DIR``'s control plane and starts it as its Procfile does: with ``--workspace server``
+(the default) ``dagster code-server start`` and ``dagster-daemon run -w`` a copy of
+``control_plane/workspace.server.yaml`` pointed at that code server's port; with ``--workspace module``
+(what ``DIR`` ran before workspace.server.yaml existed) ``dagster-daemon run -w control_plane/workspace.yaml``,
+whose daemon starts its own code servers. It samples every second the CPU time (user + system) of those
+processes and all their descendants (code servers, run processes); each process counts with the last
+value seen. Two figures: the whole run from start-up (``cpu_s_total``, cross-checked by the wrappers'
+RUSAGE_CHILDREN after they exit) and the steady state after ``--warmup`` minutes (``cpu_s_steady``: what
+each process used during the ``--minutes`` window, start-up of the code location excluded), per 5 minutes
+and per hour. Prints JSON.
+
+``--stream`` first starts a Kafka broker (own data dir and ports), one ``ticklake worker`` of this checkout
+and ``ticklake replay --rate R`` into the same lake, so the control plane observes tables that commit every
+few seconds; their CPU is reported apart (``stream_cpu_s_steady``), never in the control plane's figures.
 """
 
 from __future__ import annotations
@@ -22,12 +30,16 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
 import pyarrow as pa
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
 NO_BROKER = "127.0.0.1:9"
 
 
@@ -69,81 +81,219 @@ def write_idle_lake(lake_dir: Path, trades: int, commits: int = 20) -> None:
 
 LABELS: dict[tuple[int, float], str] = {}
 
+# A tiny wrapper so a process tree's RUSAGE_CHILDREN (everything reaped below it) can be read after it exits.
+WRAPPER = (
+    "import resource, signal, subprocess, sys, json\n"
+    "p = subprocess.Popen(sys.argv[1:])\n"
+    "signal.signal(signal.SIGTERM, lambda *a: p.terminate())\n"
+    "p.wait()\n"
+    "r = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
+    "print(json.dumps({'children_cpu_s': r.ru_utime + r.ru_stime}), file=sys.stderr)\n"
+)
+
 
 def _label(proc: psutil.Process) -> str:
-    """What a process is: the daemon, the code server (grpc), a run (execute_run), or the wrapper."""
+    """What a process is: the daemon, a code server (its proxy or the grpc server), a run, a wrapper."""
     cmd = " ".join(proc.cmdline())
-    for marker, label in (("api grpc", "code server"), ("execute_run", "run"), ("execute_step", "run"),
-                          ("dagster-daemon", "daemon"), ("-c import resource", "wrapper")):
+    for marker, label in (("-c import resource", "wrapper"), ("api grpc", "code server"),
+                          ("code-server start", "code server proxy"), ("execute_run", "run"),
+                          ("execute_step", "run"), ("multiprocessing", "run"), ("dagster-daemon", "daemon"), ("kafka.Kafka", "broker"),
+                          ("ticklake worker", "worker"), ("ticklake replay", "replay")):
         if marker in cmd:
             return label
     return cmd[:60]
 
 
-def tree_cpu(root: psutil.Process, seen: dict[tuple[int, float], float]) -> None:
-    """Record the current CPU seconds of ``root`` and every descendant (keyed by pid and start time)."""
-    for proc in [root, *root.children(recursive=True)]:
+def tree_cpu(roots: list[psutil.Process], seen: dict[tuple[int, float], float]) -> None:
+    """Record the current CPU seconds of each root and every descendant (keyed by pid and start time)."""
+    for root in roots:
         try:
-            times = proc.cpu_times()
-            key = (proc.pid, proc.create_time())
-            seen[key] = times.user + times.system
-            if key not in LABELS:
-                LABELS[key] = _label(proc)
+            tree = [root, *root.children(recursive=True)]
         except psutil.Error:
-            pass
+            continue
+        for proc in tree:
+            try:
+                times = proc.cpu_times()
+                key = (proc.pid, proc.create_time())
+                seen[key] = times.user + times.system
+                if key not in LABELS:
+                    LABELS[key] = _label(proc)
+            except psutil.Error:
+                pass
 
 
-def measure(repo: Path, warmup: float, minutes: float, trades: int, workdir: Path) -> dict[str, object]:
+def rss_mb(roots: list[psutil.Process]) -> dict[str, float]:
+    """Resident memory by kind of process, now (a long-lived code server must not grow)."""
+    found: dict[str, float] = {}
+    for root in roots:
+        try:
+            tree = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            continue
+        for proc in tree:
+            try:
+                label = _label(proc)
+                found[label] = round(found.get(label, 0.0) + proc.memory_info().rss / 2**20, 1)
+            except psutil.Error:
+                pass
+    return found
+
+
+def free_port() -> int:
+    from stream_workers.parts.process import free_ports
+
+    return free_ports(1)[0]
+
+
+def server_workspace(repo: Path, port: int, target: Path) -> Path:
+    """``repo``'s workspace.server.yaml with the code server's port replaced (the measurement's own port)."""
+    workspace = yaml.safe_load((repo / "control_plane" / "workspace.server.yaml").read_text())
+    (entry,) = workspace["load_from"]
+    entry["grpc_server"]["port"] = port
+    target.write_text(yaml.safe_dump(workspace))
+    return target
+
+
+def wait_code_server(port: int, proc: subprocess.Popen[str], timeout_s: float = 180.0) -> None:
+    """Until the code server at ``port`` answers a ping (it loads the definitions first)."""
+    from dagster._grpc.client import DagsterGrpcClient
+
+    client = DagsterGrpcClient(port=port, host="127.0.0.1")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"code server exited with {proc.returncode} before answering")
+        try:
+            client.ping("")
+            return
+        except Exception:  # not listening yet
+            time.sleep(0.5)
+    raise TimeoutError(f"code server on port {port} did not answer within {timeout_s:.0f}s")
+
+
+def wrapped(command: list[str], env: dict[str, str], cwd: Path, log: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-c", WRAPPER, *command], env=env, cwd=cwd,
+                            stdout=open(log, "w"), stderr=subprocess.PIPE, text=True)
+
+
+def stop_wrapped(proc: subprocess.Popen[str], stop_s: list[float]) -> float | None:
+    """SIGTERM the wrapper (it terminates its child); the CPU of everything it reaped, if it said."""
+    asked = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        _, err = proc.communicate(timeout=90)
+    except subprocess.TimeoutExpired:
+        for child in psutil.Process(proc.pid).children(recursive=True):
+            child.kill()
+        proc.kill()
+        _, err = proc.communicate()
+    stop_s.append(round(time.monotonic() - asked, 1))
+    for line in (err or "").splitlines():
+        if line.startswith("{") and "children_cpu_s" in line:
+            return float(json.loads(line)["children_cpu_s"])
+    return None
+
+
+@contextmanager
+def running_stream(env: dict[str, str], workdir: Path, rate: float, seconds: float) -> Iterator[tuple[str, list[psutil.Process]]]:
+    """A broker (own data dir and ports), one ``ticklake worker`` and ``ticklake replay --rate`` of this
+    checkout feeding the lake of ``env``; yields the bootstrap servers and their processes (so their CPU
+    is told apart), stops them all at exit."""
+    from schemas.topics import default_topics
+    from stream_workers import broker
+    from stream_workers.parts.process import free_ports
+
+    kafka_port, controller_port = free_ports(2)
+    config = broker.BrokerConfig(port=kafka_port, controller_port=controller_port, data_dir=workdir / "kafka")
+    broker.start(config, wait_s=120)
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        broker.create_topics(config.client_config(), default_topics())
+        stream_env = {**env, "KAFKA_BOOTSTRAP_SERVERS": config.bootstrap, "TICKLAKE_METRICS_PORT": "0"}
+        ticklake = str(BIN / "ticklake")
+        # The worker's cwd is the scratch dir: Faust keeps its local data dir there.
+        procs.append(subprocess.Popen([ticklake, "worker", "--log-level", "warning"], env=stream_env, cwd=workdir,
+                                      stdout=open(workdir / "worker.log", "w"), stderr=subprocess.STDOUT))
+        count = int(rate * seconds * 1.1) + 1_000  # trades; every trade is at least one message
+        procs.append(subprocess.Popen(
+            [ticklake, "replay", "--count", str(count), "--rate", str(rate), "--start", "2024-01-02",
+             "--end", "2024-01-05", "--quiet"],
+            env=stream_env, cwd=workdir, stdout=open(workdir / "replay.log", "w"), stderr=subprocess.STDOUT))
+        broker_pid = broker.status(config).pid
+        yield config.bootstrap, [psutil.Process(p.pid) for p in procs] + ([psutil.Process(broker_pid)] if broker_pid else [])
+        for name, p in zip(("worker", "replay"), procs, strict=True):
+            if p.poll() is not None:
+                raise RuntimeError(f"ticklake {name} exited early ({p.returncode}); see {workdir}")
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        broker.stop(config)
+
+
+def measure(repo: Path, warmup: float, minutes: float, trades: int, workdir: Path, workspace: str,
+            stream_rate: float | None) -> dict[str, object]:
     lake = workdir / "lake"
     write_idle_lake(lake, trades)
     env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "PYTHONPATH")}
-    env.update({"TICKLAKE_LAKE_DIR": str(lake), "KAFKA_BOOTSTRAP_SERVERS": NO_BROKER, "PYTHONPATH": str(repo)})
+    env.update({"TICKLAKE_LAKE_DIR": str(lake), "KAFKA_BOOTSTRAP_SERVERS": NO_BROKER})
+    if not stream_rate:
+        return _measure_control_plane(repo, warmup, minutes, env, workdir, workspace, [])
+    with running_stream(env, workdir, stream_rate, (warmup + minutes) * 60 + 300) as (bootstrap, stream_procs):
+        env["KAFKA_BOOTSTRAP_SERVERS"] = bootstrap
+        return _measure_control_plane(repo, warmup, minutes, env, workdir, workspace, stream_procs)
+
+
+def _measure_control_plane(repo: Path, warmup: float, minutes: float, env: dict[str, str], workdir: Path,
+                           workspace: str, stream_procs: list[psutil.Process]) -> dict[str, object]:
+    env = {**env, "PYTHONPATH": str(repo)}
     home = subprocess.run([sys.executable, "-m", "control_plane.home"], env=env, cwd=repo, check=True,
                           capture_output=True, text=True).stdout.strip()
     env["DAGSTER_HOME"] = home
-    daemon_bin = str(Path(sys.executable).parent / "dagster-daemon")
-    # A tiny wrapper so the daemon's RUSAGE_CHILDREN (everything it reaped) can be read after it exits.
-    wrapper = (
-        "import resource, signal, subprocess, sys, json\n"
-        "p = subprocess.Popen(sys.argv[1:])\n"
-        "signal.signal(signal.SIGTERM, lambda *a: p.terminate())\n"
-        "p.wait()\n"
-        "r = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
-        "print(json.dumps({'children_cpu_s': r.ru_utime + r.ru_stime}), file=sys.stderr)\n"
-    )
-    log = open(workdir / "daemon.log", "w")
-    proc = subprocess.Popen([sys.executable, "-c", wrapper, daemon_bin, "run", "-w", "control_plane/workspace.yaml"],
-                            env=env, cwd=repo, stdout=log, stderr=subprocess.PIPE, text=True)
-    root = psutil.Process(proc.pid)
-    seen: dict[tuple[int, float], float] = {}
-    at_warmup: dict[tuple[int, float], float] = {}
     started = time.monotonic()
+    wrappers: list[subprocess.Popen[str]] = []
+    seen: dict[tuple[int, float], float] = {}
+    stream_seen: dict[tuple[int, float], float] = {}
     try:
-        while time.monotonic() - started < warmup * 60:
-            tree_cpu(root, seen)
+        if workspace == "server":
+            port = free_port()
+            wrappers.append(wrapped(
+                [str(BIN / "dagster"), "api", "grpc", "-m", "control_plane.definitions", "-a", "defs",
+                 "--location-name", "ticklake", "-h", "127.0.0.1", "-p", str(port), "--log-level", "warning"],
+                env, repo, workdir / "code_server.log"))
+            wait_code_server(port, wrappers[0])
+            workspace_file = str(server_workspace(repo, port, workdir / "workspace.yaml"))
+        else:
+            workspace_file = "control_plane/workspace.yaml"
+        wrappers.append(wrapped([str(BIN / "dagster-daemon"), "run", "-w", workspace_file], env, repo,
+                                workdir / "daemon.log"))
+        roots = [psutil.Process(w.pid) for w in wrappers]
+        daemon_started = time.monotonic()
+        while time.monotonic() - daemon_started < warmup * 60:
+            tree_cpu(roots, seen)
             time.sleep(1.0)
-        tree_cpu(root, seen)
-        at_warmup = dict(seen)
+        tree_cpu(roots, seen)
+        tree_cpu(stream_procs, stream_seen)
+        at_warmup, stream_at_warmup = dict(seen), dict(stream_seen)
+        rss_at_warmup = rss_mb(roots)
         window_started = time.monotonic()
         while time.monotonic() - window_started < minutes * 60:
-            tree_cpu(root, seen)
+            tree_cpu(roots, seen)
             time.sleep(1.0)
-        tree_cpu(root, seen)
+        tree_cpu(roots, seen)
+        tree_cpu(stream_procs, stream_seen)
         window = time.monotonic() - window_started
+        rss_at_end = rss_mb(roots)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            _, err = proc.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            for child in root.children(recursive=True):
-                child.kill()
-            proc.kill()
-            _, err = proc.communicate()
+        stop_s: list[float] = []
+        reaped_each = [stop_wrapped(w, stop_s) for w in reversed(wrappers)]  # the daemon first, then its code server
     elapsed = time.monotonic() - started
-    reaped = None
-    for line in (err or "").splitlines():
-        if line.startswith("{") and "children_cpu_s" in line:
-            reaped = json.loads(line)["children_cpu_s"]
+    reaped = None if None in reaped_each or not reaped_each else sum(r for r in reaped_each if r is not None)
 
     from dagster import DagsterInstance
 
@@ -155,10 +305,17 @@ def measure(repo: Path, warmup: float, minutes: float, trades: int, workdir: Pat
     for key, cpu in seen.items():
         label = LABELS.get(key, "?")
         by_kind[label] = round(by_kind.get(label, 0.0) + cpu - at_warmup.get(key, 0.0), 1)
-    return {
+    stream_by_kind: dict[str, float] = {}
+    for key, cpu in stream_seen.items():
+        label = LABELS.get(key, "?")
+        stream_by_kind[label] = round(stream_by_kind.get(label, 0.0) + cpu - stream_at_warmup.get(key, 0.0), 1)
+    code_servers = sum(1 for key in seen if LABELS.get(key) == "code server")
+    result: dict[str, object] = {
         "repo": str(repo),
-        "trades": trades,
+        "workspace": workspace,
+        "stream": bool(stream_procs),
         "processes_seen": len(seen),
+        "code_server_processes": code_servers,
         "total_s": round(elapsed, 1),
         "cpu_s_total": round(sampled, 1),
         "cpu_s_total_reaped_children": round(reaped, 1) if reaped is not None else None,
@@ -166,20 +323,57 @@ def measure(repo: Path, warmup: float, minutes: float, trades: int, workdir: Pat
         "cpu_s_steady": round(steady, 1),
         "cpu_s_steady_per_5_min": round(steady * 300 / window, 1),
         "cpu_s_steady_per_hour": round(steady * 3600 / window, 1),
+        # Scheduled runs (snapshot expiry every 15 minutes, ...) come 0 or 1 to a 5-minute window: the
+        # rest, per hour, is what the services themselves cost; add the runs at their own schedule.
+        "cpu_s_steady_per_hour_without_runs": round((steady - by_kind.get("run", 0.0)) * 3600 / window, 1),
         "cpu_s_steady_by_process": by_kind,
+        "rss_mb_at_warmup": rss_at_warmup,
+        "rss_mb_at_end": rss_at_end,
         "runs_launched": runs,
+        "stop_s_daemon_then_code_server": stop_s,
+        "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
     }
+    if stream_procs:
+        result["stream_cpu_s_steady"] = stream_by_kind
+        result["stream_rows"] = _stream_rows(env)
+    return result
+
+
+def _stream_rows(env: dict[str, str]) -> dict[str, int]:
+    """Rows each streaming table holds at the end (the stream did run)."""
+    from schemas.catalog import open_catalog
+    from schemas.offsets import table_size
+    from schemas.settings import Settings
+    from schemas.tables.bronze import BRONZE_BY_TOPIC
+    from schemas.tables.silver import SILVER_BY_TOPIC
+
+    catalog = open_catalog(Settings.from_env({"TICKLAKE_LAKE_DIR": env["TICKLAKE_LAKE_DIR"]}))
+    rows = {}
+    for spec in [*BRONZE_BY_TOPIC.values(), *SILVER_BY_TOPIC.values()]:
+        try:
+            rows[spec.name] = table_size(catalog.load_table(spec.name)).rows
+        except Exception as exc:  # a table the stream never created
+            rows[spec.name] = -1
+            print(f"{spec.name}: {exc}", file=sys.stderr)
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--warmup", type=float, default=2.0, help="minutes before the steady-state window")
     parser.add_argument("--minutes", type=float, default=5.0, help="length of the steady-state window")
     parser.add_argument("--trades", type=int, default=270_000)
-    parser.add_argument("--repo", type=Path, default=REPO)
+    parser.add_argument("--repo", type=Path, default=REPO, help="checkout whose control plane is measured")
+    parser.add_argument("--workspace", choices=("server", "module"), default="server",
+                        help="server: shared code server + workspace.server.yaml (the Procfile); "
+                        "module: workspace.yaml, the daemon spawns its code servers")
+    parser.add_argument("--stream", action="store_true", help="run a broker, a worker and a paced replay meanwhile")
+    parser.add_argument("--rate", type=float, default=2_000.0, help="replay messages per second with --stream")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="daemon-cpu-") as tmp:
-        print(json.dumps(measure(args.repo.resolve(), args.warmup, args.minutes, args.trades, Path(tmp)), indent=2))
+        result = measure(args.repo.resolve(), args.warmup, args.minutes, args.trades, Path(tmp), args.workspace,
+                         args.rate if args.stream else None)
+        print(json.dumps(result, indent=2))
     return 0
 
 

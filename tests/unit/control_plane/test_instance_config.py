@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from dagster import DagsterInstance
+from dagster import DagsterInstance, Definitions, QueuedRunCoordinator
 
 from control_plane.home import instance_config, prepare_home
 from schemas.settings import Settings
@@ -49,6 +49,37 @@ def test_workspace_points_at_the_definitions() -> None:
     workspace = yaml.safe_load((REPO / "control_plane" / "workspace.yaml").read_text())
     target = workspace["load_from"][0]["python_module"]
     assert (target["module_name"], target["attribute"]) == ("control_plane.definitions", "defs")
+
+
+def test_services_share_one_long_lived_code_server() -> None:
+    """The Procfile's daemon and webserver read workspace.server.yaml, which points at the Procfile's code
+    server (same host, port, location, definitions as workspace.yaml): a daemon on workspace.yaml would
+    start a fresh code-server process every minute."""
+    procfile = dict(line.split(": ", 1) for line in (REPO / "Procfile").read_text().splitlines() if ": " in line)
+    for service in ("dagster_daemon", "dagster_webserver"):
+        assert "-w control_plane/workspace.server.yaml" in procfile[service], service
+    server = yaml.safe_load((REPO / "control_plane" / "workspace.server.yaml").read_text())["load_from"][0]["grpc_server"]
+    words = procfile["dagster_code_server"].split()
+    started = dict(zip(words[words.index("grpc") + 1::2], words[words.index("grpc") + 2::2], strict=False))
+    assert (started["-h"], int(started["-p"]), started["--location-name"]) == (server["host"], server["port"], server["location_name"])
+    module = yaml.safe_load((REPO / "control_plane" / "workspace.yaml").read_text())["load_from"][0]["python_module"]
+    assert (started["-m"], started["-a"]) == (module["module_name"], module["attribute"])
+    assert server["location_name"] == module["location_name"]  # runs and ticks keep their location
+
+
+def test_daemon_runs_only_the_threads_ticklake_uses(tmp_path: Path, cp_defs: Definitions) -> None:
+    """No automation conditions and no Dagster freshness policies: those daemon threads stay off."""
+    graph = cp_defs.get_repository_def().asset_graph
+    for node in graph.asset_nodes:
+        assert node.automation_condition is None, f"{node.key.to_user_string()}: enable auto_materialize in dagster.yaml"
+        assert node.freshness_policy_or_from_metadata is None and node.legacy_freshness_policy is None, node.key
+    home = prepare_home(Settings.from_env({"TICKLAKE_LAKE_DIR": str(tmp_path / "lake")}), {})
+    with DagsterInstance.from_config(str(home)) as instance:
+        assert set(instance.get_required_daemon_types()) == {
+            "SENSOR", "SCHEDULER", "BACKFILL", "QUEUED_RUN_COORDINATOR", "EVENT_LOG_CONSUMER",
+        }
+        assert isinstance(instance.run_coordinator, QueuedRunCoordinator)
+        assert instance.run_coordinator.dequeue_interval_seconds == 10
 
 
 def test_definitions_load_with_every_layer(cp_defs) -> None:
