@@ -199,6 +199,10 @@ class SilverPlan:
     rejects: pa.Table
     duplicates: int
     replaced: dict[int, list[Key]] = field(default_factory=dict)  # day number -> keys whose old row goes
+    # What the index holds once ``rows`` are committed (key -> packed event time and day): every kept row
+    # is new or newer than what the index held when planned, so committing it is a plain dict update.
+    # None: the rows hold a null time or day (the rules reject those), merged row by row instead.
+    index_updates: dict[Key, int] | None = None
 
     def delete_filter(self, key: tuple[str, ...]) -> BooleanExpression | None:
         if not self.replaced:
@@ -223,7 +227,7 @@ def plan_silver(rows: pa.Table, index: SilverIndex) -> SilverPlan:
     Vectorised: a sort, C-level dict operations, numpy comparisons; Python per row only for corrections.
     """
     if rows.num_rows == 0:
-        return SilverPlan(rows, SILVER_REJECTS.empty(), 0)
+        return SilverPlan(rows, SILVER_REJECTS.empty(), 0, {}, {})
     keys = index.keys_of(rows)
     event_us = pc.cast(rows["event_timestamp"], pa.int64()).to_numpy(zero_copy_only=False)
     n = len(keys)
@@ -236,9 +240,19 @@ def plan_silver(rows: pa.Table, index: SilverIndex) -> SilverPlan:
     known = np.fromiter((h is not None for h in held), dtype=bool, count=len(held))
     held_us = np.fromiter((0 if h is None else h >> _DAY_BITS for h in held), dtype=np.int64, count=len(held))
     newer = known & (event_us[candidates] > held_us)
-    keep = np.sort(candidates[~known | newer])
+    kept = np.flatnonzero(~known | newer)
+    keep = np.sort(candidates[kept])
     replaced: dict[int, list[Key]] = {}
     best_keys = list(best)
+    index_updates = None
+    if not (rows["event_timestamp"].null_count or rows["trade_date"].null_count):
+        day = pc.cast(rows["trade_date"], pa.int32()).to_numpy()
+        kept_rows = candidates[kept]
+        index_updates = dict(zip(
+            map(best_keys.__getitem__, kept.tolist()),
+            [(t << _DAY_BITS) | d for t, d in zip(event_us[kept_rows].tolist(), day[kept_rows].tolist(), strict=True)],
+            strict=True,
+        ))  # fmt: skip
     for j in np.flatnonzero(newer).tolist():
         h = held[j]
         assert h is not None
@@ -246,7 +260,7 @@ def plan_silver(rows: pa.Table, index: SilverIndex) -> SilverPlan:
     out = rows.take(pa.array(keep, pa.int64()))
     superseded = int(newer.sum())
     duplicates = rows.num_rows - len(keep) + superseded  # superseded silver rows count as duplicates too
-    return SilverPlan(out, SILVER_REJECTS.empty(), duplicates, replaced)
+    return SilverPlan(out, SILVER_REJECTS.empty(), duplicates, replaced, index_updates)
 
 
 class SilverStage:
@@ -260,6 +274,7 @@ class SilverStage:
         self.index = SilverIndex(spec, window, clock)
         self.future_skew = future_skew
         self.clock = clock
+        self._planned: dict[Key, int] | None = None  # the last plan's index updates, applied once it commits
 
     def clean(self, bronze_rows: pa.Table) -> tuple[pa.Table, pa.Table]:
         """(cleaned rows ready for dedupe, rejects): pure rules, no state."""
@@ -281,11 +296,16 @@ class SilverStage:
             n = self.index.neighbour_days
             self.index.cover(table, {int(d) + k for d in days for k in range(-n, n + 1)})
         plan = plan_silver(rows, self.index)
+        self._planned = plan.index_updates
         return TablePlan(plan.rows, plan.delete_filter(self.spec.key), {"duplicates": plan.duplicates})
 
     def committed(self, table: Table, plan: TablePlan) -> None:
         """The commit of ``plan`` succeeded: the index now reflects the table's new snapshot."""
-        self.index.merge(plan.rows)
+        if self._planned is not None:
+            self.index.latest.update(self._planned)  # planned against this very index state: all new or newer
+        else:
+            self.index.merge(plan.rows)
+        self._planned = None
         snapshot = table.current_snapshot()
         self.index.synced = None if snapshot is None else snapshot.snapshot_id
 

@@ -58,6 +58,12 @@ def test_plan_matches_the_row_by_row_rule(rows: list[tuple[int, int, int]], held
     assert plan.rows["position"].to_pylist() == sorted(keep)
     assert {d: set(ks) for d, ks in plan.replaced.items()} == replaced
     assert plan.duplicates == len(rows) - len(keep) + sum(len(v) for v in replaced.values())
+    # the committed plan's dict update leaves the index exactly as merging its rows would
+    merged, updated = _index(held), _index(held)
+    merged.merge(plan.rows)
+    assert plan.index_updates is not None
+    updated.latest.update(plan.index_updates)
+    assert updated.latest == merged.latest
 
 
 @settings(max_examples=300, deadline=None)
