@@ -124,8 +124,9 @@ def parquet_files(lake, spec, day: dt.date) -> list[str]:
     return [t.file.file_path.removeprefix("file://") for t in tasks]
 
 
-def duckdb_direct(lake, day: dt.date) -> dict[str, float]:
-    """The gold SQL over the day's silver Parquet files, each aggregation timed on its own."""
+def duckdb_direct(lake, day: dt.date) -> tuple[dict[str, float], float]:
+    """The gold SQL over the day's silver Parquet files, each aggregation timed on its own; and the CPU
+    seconds (all threads) of the timed part."""
     import duckdb
 
     from control_plane.defs.dimensions.scd import as_of_join
@@ -147,6 +148,7 @@ def duckdb_direct(lake, day: dt.date) -> dict[str, float]:
     con.execute(f"CREATE VIEW books AS SELECT {', '.join(gold_sql.BOOK_COLUMNS)} FROM read_parquet({book_files!r}) "
                 f"WHERE trade_date = DATE '{day}'")
     times: dict[str, float] = {}
+    cpu = time.process_time()
     started = time.perf_counter()
     gold_sql.trader_activity_on(con)
     times["silver.trader_activity"] = time.perf_counter() - started
@@ -168,7 +170,7 @@ def duckdb_direct(lake, day: dt.date) -> dict[str, float]:
     gold_sql.desk_performance(as_of_join(performance, traders, fact_key="trader_id", on="trade_date", columns=["desk"]))
     gold_sql.intraday_bars(SILVER_MARKET_DATA.empty().select(list(gold_sql.BAR_COLUMNS)))
     times["gold.sector_daily + desk_performance + intraday_bars"] = time.perf_counter() - started
-    return times
+    return times, time.process_time() - cpu
 
 
 def warm_shared_engine(day: dt.date) -> None:
@@ -190,24 +192,27 @@ STEP_NAMES = {
 ENRICHED_STEPS = ("gold__sector_daily", "gold__desk_performance", "gold__intraday_bars")
 
 
-def dagster_gold_day(lake, day: dt.date) -> tuple[float, dict[str, float]]:
-    """Wall time of the in-process gold_job run for ``day`` and the duration of each step."""
+def dagster_gold_day(lake, day: dt.date) -> tuple[float, dict[str, float], float]:
+    """Wall time of the in-process gold_job run for ``day``, the duration of each step and the run's CPU
+    seconds (all threads)."""
     from dagster import DagsterEventType, DagsterInstance
 
     from control_plane.definitions import build_definitions
 
     job = build_definitions({"lake": lake}).resolve_job_def("gold_job")
     with DagsterInstance.ephemeral() as instance:
+        cpu = time.process_time()
         started = time.perf_counter()
         result = job.execute_in_process(partition_key=day.isoformat(), instance=instance, raise_on_error=True)
         total = time.perf_counter() - started
+        cpu = time.process_time() - cpu
     steps = {
         STEP_NAMES.get(event.step_key, event.step_key): event.event_specific_data.duration_ms / 1000
         for event in result.all_events
         if event.event_type == DagsterEventType.STEP_SUCCESS
     }
     steps["gold.sector_daily + desk_performance + intraday_bars"] = sum(steps.pop(k, 0.0) for k in ENRICHED_STEPS)
-    return total, steps
+    return total, steps, cpu
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -247,17 +252,21 @@ def main(argv: list[str] | None = None) -> int:
             forget_shared_days()  # a run-worker process starts with no silver day read
             clear_manifest_cache()  # ... and no manifest cached by pyiceberg
             if r % 2 == 0:  # alternate which side goes first: load that drifts hits both alike
-                total, steps = dagster_gold_day(lake, args.day)
-                direct = duckdb_direct(lake, args.day)
+                total, steps, cpu = dagster_gold_day(lake, args.day)
+                direct, duck_cpu = duckdb_direct(lake, args.day)
             else:
-                direct = duckdb_direct(lake, args.day)
-                total, steps = dagster_gold_day(lake, args.day)
-            rounds.append({"dagster_iceberg_s": total, "duckdb_parquet_s": sum(direct.values()),
-                           "steps_dagster_s": steps, "steps_duckdb_s": direct, "load_average_1m": os.getloadavg()[0]})
-            print(f"round {r + 1}: Dagster + Iceberg {total:.2f} s, DuckDB on Parquet {sum(direct.values()):.2f} s, "
-                  f"ratio {total / sum(direct.values()):.2f}, load {os.getloadavg()[0]:.1f}")
+                direct, duck_cpu = duckdb_direct(lake, args.day)
+                total, steps, cpu = dagster_gold_day(lake, args.day)
+            rounds.append({"dagster_iceberg_s": total, "duckdb_parquet_s": sum(direct.values()), "dagster_cpu_s": cpu,
+                           "duckdb_cpu_s": duck_cpu, "steps_dagster_s": steps, "steps_duckdb_s": direct,
+                           "load_average_1m": os.getloadavg()[0]})
+            print(f"round {r + 1}: Dagster + Iceberg {total:.2f} s ({cpu:.1f} CPU-s), DuckDB on Parquet "
+                  f"{sum(direct.values()):.2f} s ({duck_cpu:.1f} CPU-s), ratio {total / sum(direct.values()):.2f}, "
+                  f"load {os.getloadavg()[0]:.1f}")
         total = statistics.median(r["dagster_iceberg_s"] for r in rounds)
         duck = statistics.median(r["duckdb_parquet_s"] for r in rounds)
+        cpu = statistics.median(r["dagster_cpu_s"] for r in rounds)
+        duck_cpu = statistics.median(r["duckdb_cpu_s"] for r in rounds)
         steps = {k: statistics.median(r["steps_dagster_s"].get(k, 0.0) for r in rounds) for k in rounds[0]["steps_dagster_s"]}
         direct = {k: statistics.median(r["steps_duckdb_s"][k] for r in rounds) for k in rounds[0]["steps_duckdb_s"]}
         width = max(map(len, direct)) + 2
@@ -268,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         checks = sum(v for k, v in steps.items() if k.endswith("_quality"))
         print(f"{'silver quality checks':{width}}{checks:>19.2f}s{'-':>20}")
         print(f"{'whole run (wall)':{width}}{total:>19.2f}s{duck:>19.2f}s")
+        print(f"{'whole run (CPU, all threads)':{width}}{cpu:>19.2f}s{duck_cpu:>19.2f}s")
         print("\nDagster + Iceberg: silver quality checks, the day's silver read once (Iceberg plan -> DuckDB), the gold "
               "SQL, each partition staged on an audit branch, audited, published; run bookkeeping.\n"
               "DuckDB on Parquet: the same SQL over the day's silver files, results kept in memory.")
@@ -278,10 +288,12 @@ def main(argv: list[str] | None = None) -> int:
             "rounds": len(rounds),
             "dagster_iceberg_s": round(total, 2), "duckdb_parquet_s": round(duck, 2),
             "ratio": round(total / duck, 2),
+            "dagster_cpu_s": round(cpu, 2), "duckdb_cpu_s": round(duck_cpu, 2), "cpu_ratio": round(cpu / duck_cpu, 2),
             "steps_dagster_s": {k: round(v, 2) for k, v in steps.items()},
             "steps_duckdb_s": {k: round(v, 2) for k, v in direct.items()},
             "each_round": [{"dagster_iceberg_s": round(r["dagster_iceberg_s"], 2), "duckdb_parquet_s": round(r["duckdb_parquet_s"], 2),
                             "ratio": round(r["dagster_iceberg_s"] / r["duckdb_parquet_s"], 2),
+                            "dagster_cpu_s": round(r["dagster_cpu_s"], 2), "duckdb_cpu_s": round(r["duckdb_cpu_s"], 2),
                             "load_average_1m": round(r["load_average_1m"], 2)} for r in rounds],
         }
         args.json.parent.mkdir(parents=True, exist_ok=True)
