@@ -50,7 +50,7 @@ class Settings:
     topic_partitions: int = 6
     consumer_group: str = "ticklake-workers"
     commit_interval_s: float = 2.0
-    commit_min_interval_s: float = 1.0
+    commit_min_interval_s: float = 0.5
     max_batch_rows: int = 500_000
     max_batch_bytes: int = 32 * 1024 * 1024
     expire_every_commits: int = 50
@@ -96,7 +96,7 @@ class Settings:
             topic_partitions=_int(env, "TICKLAKE_TOPIC_PARTITIONS", 6),
             consumer_group=env.get("TICKLAKE_CONSUMER_GROUP") or "ticklake-workers",
             commit_interval_s=_float(env, "TICKLAKE_COMMIT_INTERVAL_S", 2.0),
-            commit_min_interval_s=_float(env, "TICKLAKE_COMMIT_MIN_INTERVAL_S", 1.0),
+            commit_min_interval_s=_float(env, "TICKLAKE_COMMIT_MIN_INTERVAL_S", 0.5),
             max_batch_rows=_int(env, "TICKLAKE_MAX_BATCH_ROWS", 500_000),
             max_batch_bytes=_int(env, "TICKLAKE_MAX_BATCH_BYTES", 32 * 1024 * 1024),
             expire_every_commits=_int(env, "TICKLAKE_EXPIRE_EVERY_COMMITS", 50),

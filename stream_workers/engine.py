@@ -164,7 +164,9 @@ class StreamWorker:
                 self._resume_recovered()
                 self._recheck_halted()
                 generation = self._generation
-                batch = self.consumer.consume(num_messages=CONSUME_BATCH, timeout=0.2)
+                # Holding messages: come back soon to cut them when due. Holding none: wait longer.
+                holding = any(len(b) for b in self._buffers.values())
+                batch = self.consumer.consume(num_messages=CONSUME_BATCH, timeout=0.05 if holding else 0.2)
                 if generation != self._generation:
                     # A rebalance ran inside this consume(): the batch may mix messages fetched for the old
                     # assignment with the new one's. Drop it all and read the new assignment from its start.
