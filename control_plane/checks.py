@@ -3,8 +3,8 @@
 The gold job runs these checks for the days it builds; a failed check stops every downstream asset of
 that run, so a bad silver day never reaches gold. A check counts violating rows of the run's
 ``trade_date`` (or date range); outside a partitioned run it checks the newest day silver holds. It reads
-the day as the gold steps of the run will (``lake_io.shared_day``: once per silver snapshot), so the
-check costs its queries, not a scan of its own.
+the day as the gold steps of the run will (``lake_io.shared_day``: the day's data files, planned once per
+silver snapshot), and only the columns its rules use.
 (Gold's own checks — prices > 0, trade_count > 0, win_rate in [0, 1], trade_count = silver — are declared
 on the gold assets and read back what was committed.)
 """
@@ -130,7 +130,7 @@ def silver_day_checks(table_rules: TableRules) -> AssetChecksDefinition:
         violations = {rule.name: 0 for rule in rules}
         per_day: dict[str, dict[str, int]] = {}
         for day in days:
-            # The day as the run's gold steps read it (``shared_day``): read once, checked, then reused.
+            # The day as the run's gold steps read it (``shared_day``: planned once per silver snapshot).
             con = shared_day(table, day, columns).cursor("t", columns)
             found = {rule.name: _violations(con, rule) for rule in rules}
             per_day[day.isoformat()] = found

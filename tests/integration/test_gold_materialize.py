@@ -293,12 +293,12 @@ def test_positions_audit_failure_publishes_neither_table_of_the_day(lake, cp_def
     assert no_audit_branches(lake)
 
 
-def test_a_gold_run_reads_each_silver_day_once(lake, cp_defs, instance, monkeypatch) -> None:
-    """The silver checks and every gold step of the run share one read of the day per silver table."""
+def test_a_gold_run_plans_each_silver_day_once(lake, cp_defs, instance, monkeypatch) -> None:
+    """The silver checks and every gold step of the run share one plan of the day per silver table."""
     from control_plane import lake_io
 
     loads: list[str] = []
-    real = lake_io._load
-    monkeypatch.setattr(lake_io, "_load", lambda table, *rest: loads.append(".".join(table.name())) or real(table, *rest))
+    real = lake_io._plan
+    monkeypatch.setattr(lake_io, "_plan", lambda table, *rest: loads.append(".".join(table.name())) or real(table, *rest))
     assert build_day(cp_defs, instance, g.DAY2).success
     assert sorted(loads) == ["silver.market_data", "silver.orderbook_snapshots", "silver.trades"]

@@ -31,11 +31,11 @@ def test_the_day_is_read_from_its_parquet_files_with_the_rows_pyiceberg_reads(la
         read_day(table, g.DAY1, gold_sql.TRADE_COLUMNS))
 
 
-def test_the_day_is_read_once_per_snapshot_and_again_after_a_commit(lake, monkeypatch) -> None:
+def test_the_day_is_planned_once_per_snapshot_and_again_after_a_commit(lake, monkeypatch) -> None:
     append(lake, SILVER_TRADES, g.silver_trades())
     loads = []
-    real = lake_io._load
-    monkeypatch.setattr(lake_io, "_load", lambda *args: loads.append(args[1]) or real(*args))
+    real = lake_io._plan
+    monkeypatch.setattr(lake_io, "_plan", lambda *args: loads.append(args[1]) or real(*args))
     first = shared_day(lake.table(SILVER_TRADES), g.DAY1, COLUMNS)
     assert shared_day(lake.table(SILVER_TRADES), g.DAY1, ("symbol",)) is first
     assert len(loads) == 1
