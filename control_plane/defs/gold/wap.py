@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.table import Table
 from pyiceberg.table.update.snapshot import ManageSnapshots
@@ -75,7 +76,7 @@ def stage_day(
     ``properties`` go into the commit's snapshot summary (with the partition), and reach ``main`` with it.
     """
     day = as_day(day)
-    dates = set(rows.column("trade_date").to_pylist()) if rows.num_rows else set()
+    dates = set(pc.unique(rows.column("trade_date")).to_pylist())  # distinct first: a day has 100k+ rows
     if dates - {day}:
         raise ValueError(f"rows for {table.name()} partition {day} carry other trade_dates: {sorted(dates - {day})}")
     branch = f"{BRANCH_PREFIX}{day.isoformat()}-{label + '-' if label else ''}{uuid.uuid4().hex[:8]}"

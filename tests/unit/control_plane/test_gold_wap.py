@@ -97,3 +97,13 @@ def test_stage_and_publish_take_one_catalog_commit_each(lake) -> None:
     fresh = lake.table(TRADER_ACTIVITY)
     assert len(fresh.metadata.metadata_log) == commits + 2
     assert traders(fresh, DAY1) == [("NEW", 2)] and set(fresh.metadata.refs) == {"main"}
+
+
+def test_rows_of_another_day_are_refused_before_anything_is_written(lake) -> None:
+    import pytest
+
+    table = lake.table(TRADER_ACTIVITY)
+    mixed = pa.concat_tables([activity(DAY1, "A", 1), activity(DAY2, "B", 1)])
+    with pytest.raises(ValueError, match=r"carry other trade_dates: \[datetime.date\(2024, 1, 3\)\]"):
+        wap.stage_day(table, mixed, DAY1)
+    assert lake.table(TRADER_ACTIVITY).current_snapshot() is None
