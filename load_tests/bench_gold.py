@@ -4,8 +4,8 @@
     python -m load_tests.bench_gold --trades 1000000 --lake /tmp/bench-lake --keep
 
 Left column: ``gold_job`` for the day, run in process exactly as the daemon runs it (silver quality checks,
-silver.trader_activity, the gold tables: the day's silver read once from Iceberg's plan into DuckDB, the gold
-SQL, write-audit-publish of each partition on an Iceberg branch). Right column: the same gold SQL (``control_plane.defs.gold.sql``) and average-cost
+silver.trader_activity, the gold tables: the day's silver files planned once by Iceberg and read by DuckDB,
+the gold SQL, write-audit-publish of each partition on an Iceberg branch). Right column: the same gold SQL (``control_plane.defs.gold.sql``) and average-cost
 pass (``control_plane.defs.gold.ledger``) by DuckDB reading the day's silver Parquet files directly,
 results left in memory (no Iceberg, no Dagster, no checks).
 Silver is written first through the same table specs (not timed), in batches like the stream's commits;
@@ -278,8 +278,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'silver quality checks':{width}}{checks:>19.2f}s{'-':>20}")
         print(f"{'whole run (wall)':{width}}{total:>19.2f}s{duck:>19.2f}s")
         print(f"{'whole run (CPU, all threads)':{width}}{cpu:>19.2f}s{duck_cpu:>19.2f}s")
-        print("\nDagster + Iceberg: silver quality checks, the day's silver read once (Iceberg plan -> DuckDB), the gold "
-              "SQL, each partition staged on an audit branch, audited, published; run bookkeeping.\n"
+        print("\nDagster + Iceberg: silver quality checks, the day's data files planned once by Iceberg and read by DuckDB, "
+              "the gold SQL, each partition staged on an audit branch, audited, published; run bookkeeping.\n"
               "DuckDB on Parquet: the same SQL over the day's silver files, results kept in memory.")
         report = {
             "command": "python -m load_tests.bench_gold" + ("" if args.trades == 5_000_000 else f" --trades {args.trades}"),
