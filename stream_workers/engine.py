@@ -127,7 +127,7 @@ class StreamWorker:
         self._generation = 0  # bumped by every rebalance callback (see run)
         self._paused_until: dict[str, float] = {}  # topics recovering from a failed batch -> when to re-read
         self._failures: dict[str, int] = {}  # topic -> consecutive failed batches (reset by a commit)
-        self._flusher = _Flusher(self._commit)
+        self._flusher = _Flusher(self._commit, topics)
         self._first_at: dict[str, float] = {}
         self.consumer = consumer or Consumer(
             kafka_client_config(
@@ -197,8 +197,8 @@ class StreamWorker:
 
     # -- batches ---------------------------------------------------------------------------
 
-    def _commit(self, topic: str, buf: RawMessages, span: dict[int, tuple[int | None, int]]) -> FlushResult:
-        """On the flusher's thread: one batch into its tables, then its memory back to the system."""
+    def _commit(self, topic: str, buf: RawMessages, span: Span) -> FlushResult:
+        """On the topic's flusher thread: one batch into its tables, then its memory back to the system."""
         try:
             return self.sinks[topic].commit_batch(buf, span)
         finally:
@@ -261,7 +261,7 @@ class StreamWorker:
         s = self.settings
         if len(buf) >= s.max_batch_rows or buf.payload_bytes >= s.max_batch_bytes or age_s >= s.commit_interval_s:
             return True
-        return caught_up and age_s >= s.commit_min_interval_s and self._flusher.idle()
+        return caught_up and age_s >= s.commit_min_interval_s and self._flusher.idle(buf.topic)
 
     def _submit(self, topic: str, partitions: set[int] | None = None) -> None:
         """Cut the buffered batch of ``topic`` (or of some partitions) with its span; hand it to the flusher."""
@@ -632,30 +632,39 @@ class _LagReporter:
                 log.warning("lag report failed: %s", exc)
 
 
+Span = dict[int, tuple[int | None, int]]
+
+
 class _Flusher:
-    """Commits batches on one background thread, in submission order.
+    """Commits batches on one background thread per topic, each topic's in submission order.
 
     Decoding (polars), Parquet writing (Arrow) and catalog I/O release the GIL for much of their time, so
-    the next batch is consumed while this one commits. At most one batch waits while one is in flight.
+    the next batch is consumed while this one commits, and one topic's commit never waits behind
+    another's (different tables; the shared sidecar tables resolve a rare conflict by retrying, like two
+    workers do). Per topic, at most one batch waits while one is in flight.
     """
 
-    def __init__(self, flush: Callable[[str, RawMessages, dict[int, tuple[int | None, int]]], FlushResult]) -> None:
+    def __init__(self, flush: Callable[[str, RawMessages, Span], FlushResult], topics: tuple[str, ...]) -> None:
         self._flush = flush
-        self._jobs: queue.Queue[tuple[str, RawMessages, dict[int, tuple[int | None, int]]] | None] = queue.Queue(maxsize=1)
+        self._jobs: dict[str, queue.Queue[tuple[RawMessages, Span] | None]] = {t: queue.Queue(maxsize=1) for t in topics}
         self._done: queue.Queue[tuple[str, FlushResult | BaseException]] = queue.Queue()
-        self._thread = threading.Thread(target=self._loop, name="flusher", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._loop, args=(t,), name=f"flusher-{t}", daemon=True) for t in topics
+        ]
+        for thread in self._threads:
+            thread.start()
 
-    def submit(self, topic: str, buf: RawMessages, span: dict[int, tuple[int | None, int]]) -> None:
-        self._jobs.put((topic, buf, span))
+    def submit(self, topic: str, buf: RawMessages, span: Span) -> None:
+        self._jobs[topic].put((buf, span))
 
-    def idle(self) -> bool:
-        """Nothing submitted is still waiting or committing."""
-        return self._jobs.unfinished_tasks == 0
+    def idle(self, topic: str) -> bool:
+        """Nothing of ``topic`` is still waiting or committing."""
+        return self._jobs[topic].unfinished_tasks == 0
 
     def drain(self) -> None:
         """Wait until every submitted batch is done (its outcome is then in ``finished()``)."""
-        self._jobs.join()
+        for jobs in self._jobs.values():
+            jobs.join()
 
     def finished(self) -> list[tuple[str, FlushResult | BaseException]]:
         out = []
@@ -666,22 +675,28 @@ class _Flusher:
                 return out
 
     def close(self) -> None:
-        self._jobs.put(None)
-        self._thread.join(60)
+        for jobs in self._jobs.values():
+            jobs.put(None)
+        deadline = time.monotonic() + 60
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
-    def _loop(self) -> None:
+    def _loop(self, topic: str) -> None:
+        jobs = self._jobs[topic]
         while True:
-            job = self._jobs.get()
+            job = jobs.get()
             if job is None:
-                self._jobs.task_done()
+                jobs.task_done()
                 return
-            topic, buf, span = job
+            buf, span = job
+            del job
             try:
                 outcome: FlushResult | BaseException = self._flush(topic, buf, span)
             except BaseException as exc:  # handed to the consumer thread, which decides
                 outcome = exc
+            del buf
             self._done.put((topic, outcome))
-            self._jobs.task_done()
+            jobs.task_done()
 
 
 def _split(buf: RawMessages, partitions: set[int]) -> tuple[RawMessages, RawMessages]:

@@ -183,9 +183,9 @@ def test_a_busy_flusher_or_a_young_batch_is_not_cut_early(settings) -> None:  # 
     assert worker._due(buf, 1.5, caught_up=True)
     assert not worker._due(buf, 0.5, caught_up=True)  # younger than the minimum
     assert not worker._due(buf, 1.5, caught_up=False)  # a backlog: keep filling the batch
-    worker._flusher._jobs.unfinished_tasks += 1  # as if a batch were committing
-    assert not worker._flusher.idle() and not worker._due(buf, 1.5, caught_up=True)
+    worker._flusher._jobs[RAW_TRADES].unfinished_tasks += 1  # as if a batch were committing
+    assert not worker._flusher.idle(RAW_TRADES) and not worker._due(buf, 1.5, caught_up=True)
     assert worker._due(buf, 3601.0, caught_up=False)  # the interval always cuts
-    worker._flusher._jobs.unfinished_tasks -= 1
-    assert worker._flusher.idle()
+    worker._flusher._jobs[RAW_TRADES].unfinished_tasks -= 1
+    assert worker._flusher.idle(RAW_TRADES)
     worker._flusher.close()
