@@ -56,6 +56,7 @@ class Settings:
     expire_every_commits: int = 50
     keep_snapshots: int = 20
     dedupe_window_hours: float = 48.0
+    dedupe_max_bytes: int = 512 * 1024 * 1024
     max_future_skew_s: float = 300.0
     unknown_schema_grace_s: float = 60.0
     recovery_backoff_max_s: float = 30.0
@@ -102,6 +103,7 @@ class Settings:
             expire_every_commits=_int(env, "TICKLAKE_EXPIRE_EVERY_COMMITS", 50),
             keep_snapshots=_int(env, "TICKLAKE_KEEP_SNAPSHOTS", 20),
             dedupe_window_hours=_float(env, "TICKLAKE_DEDUPE_WINDOW_HOURS", 48.0),
+            dedupe_max_bytes=_int(env, "TICKLAKE_DEDUPE_MAX_BYTES", 512 * 1024 * 1024),
             max_future_skew_s=_float(env, "TICKLAKE_MAX_FUTURE_SKEW_S", 300.0),
             unknown_schema_grace_s=_float(env, "TICKLAKE_UNKNOWN_SCHEMA_GRACE_S", 60.0),
             recovery_backoff_max_s=_float(env, "TICKLAKE_RECOVERY_BACKOFF_MAX_S", 30.0),

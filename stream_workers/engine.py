@@ -381,9 +381,12 @@ class StreamWorker:
             m.observe_commit(c.table, c.seconds, c.rows)
             if c.newest_event_us is not None:
                 m.set_freshness(c.table, c.newest_event_us / 1_000_000)
-        silver = self.sinks[result.topic].silver_table
-        if result.duplicates and silver is not None:
-            m.deduplicated(silver.name, result.duplicates)
+        sink = self.sinks[result.topic]
+        if sink.silver_table is not None and sink.silver is not None:
+            if result.duplicates:
+                m.deduplicated(sink.silver_table.name, result.duplicates)
+            index = sink.silver.index
+            m.dedupe_index(sink.silver_table.name, len(index), index.approx_bytes())
 
     # -- positions, seeks, halted partitions ------------------------------------------------
 

@@ -55,6 +55,8 @@ METRIC_NAMES: tuple[str, ...] = (
     "ticklake_newest_event_timestamp_seconds",
     "ticklake_freshness_seconds",
     "ticklake_consumer_lag_messages",
+    "ticklake_dedupe_index_bytes",
+    "ticklake_dedupe_index_keys",
 )
 
 
@@ -185,6 +187,15 @@ class WorkerMetrics:
             ["table"],
             registry=registry,
         )
+        self._dedupe_bytes = Gauge(
+            "ticklake_dedupe_index_bytes",
+            "Memory the silver dedupe index of a table holds in this worker (approximate).",
+            ["table"],
+            registry=registry,
+        )
+        self._dedupe_keys = Gauge(
+            "ticklake_dedupe_index_keys", "Business keys the silver dedupe index of a table holds.", ["table"], registry=registry
+        )
         registry.register(_FreshnessCollector(self._newest_event, self._lock, clock))
         # Lag lives in its own registry as well, so push_lag sends lag and nothing else.
         self._lag_registry = CollectorRegistry()
@@ -207,6 +218,10 @@ class WorkerMetrics:
 
     def deduplicated(self, table: str, n: int) -> None:
         self._deduplicated.labels(table=table).inc(n)
+
+    def dedupe_index(self, table: str, keys: int, approx_bytes: int) -> None:
+        self._dedupe_keys.labels(table=table).set(keys)
+        self._dedupe_bytes.labels(table=table).set(approx_bytes)
 
     def dead_lettered(self, topic: str, n: int = 1) -> None:
         self._dead_lettered.labels(topic=topic).inc(n)

@@ -16,8 +16,10 @@ duplicates, the old rows a correction replaces, by the day they live on).
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import logging
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -55,8 +57,11 @@ def _day_number(day: dt.date) -> int:
 class SilverIndex:
     """Key -> (event time µs, trading day) of the row silver holds, for whole days, as of one snapshot."""
 
-    def __init__(self, spec: TableSpec, window: dt.timedelta, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, spec: TableSpec, window: dt.timedelta, clock: Callable[[], float] = time.time, max_bytes: int | None = None
+    ) -> None:
         self.spec = spec
+        self.max_bytes = max_bytes  # older (history) days are dropped to stay under it; the live window never
         self.key = spec.key
         # A trade's key says nothing about its day, and a correction may move it to the next day;
         # other tables' keys contain the timestamp that makes the day.
@@ -68,9 +73,19 @@ class SilverIndex:
         self.history: dict[int, float] = {}  # day outside the window -> last used (LRU)
         self.synced: int | None = None  # snapshot id the index reflects (None: the table is empty)
         self.loaded = False
+        self._over_warned = False
 
     def __len__(self) -> int:
         return len(self.latest)
+
+    def approx_bytes(self) -> int:
+        """What the index holds in memory: the dict, its keys and values (keys sized on a sample)."""
+        n = len(self.latest)
+        if not n:
+            return sys.getsizeof(self.latest)
+        sample = list(itertools.islice(self.latest.items(), 64))
+        per_entry = sum(_deep_size(k) + sys.getsizeof(v) for k, v in sample) / len(sample)
+        return int(sys.getsizeof(self.latest) + n * per_entry)
 
     def live_days(self) -> set[int]:
         now = dt.datetime.fromtimestamp(self.clock(), dt.UTC)
@@ -135,17 +150,18 @@ class SilverIndex:
         self.synced = current
 
     def cover(self, table: Table, days: Iterable[int]) -> None:
-        """Make sure every day in ``days`` is loaded (from the synced snapshot)."""
+        """Make sure every day in ``days`` is loaded (from the synced snapshot); none of them is evicted
+        before the plan that asked for them has run."""
         now = self.clock()
         live = self.live_days()
-        for d in days:
-            if d not in live:
-                self.history[d] = now
-        missing = sorted(set(days) - self.days)
+        wanted = set(days)
+        for d in wanted - live:
+            self.history[d] = now
+        missing = sorted(wanted - self.days)
         if missing and self.synced is not None:
             self.merge(self._scan_days(table, self.synced, missing))
         self.days.update(missing)
-        self._evict(live)
+        self._evict(live | wanted)
 
     def _reload(self, table: Table, snapshot_id: int | None, days: set[int]) -> None:
         self.latest = {}
@@ -155,11 +171,29 @@ class SilverIndex:
         self.synced = snapshot_id
         self.loaded = True
 
-    def _evict(self, live: set[int]) -> None:
-        """Drop days outside the wall-clock window that were least recently used beyond the history cap."""
-        keep_history = sorted(self.history, key=self.history.__getitem__)[-MAX_HISTORY_DAYS:]
-        self.history = {d: self.history[d] for d in keep_history}
-        doomed = self.days - live - set(self.history)
+    def _evict(self, keep: set[int]) -> None:
+        """Drop older days (never those in ``keep``: the live window and the days a plan is about to use),
+        least recently used first, beyond ``MAX_HISTORY_DAYS`` and while the index is over ``max_bytes``.
+        A dropped day loads again from silver when a row needs it: bounded memory costs a scan, never a
+        duplicate."""
+        droppable = [d for d in sorted(self.history, key=self.history.__getitem__) if d not in keep]
+        for d in droppable[: max(0, len(self.history) - MAX_HISTORY_DAYS)]:
+            del self.history[d]
+        self._drop(self.days - keep - set(self.history))
+        if self.max_bytes is None:
+            return
+        droppable = [d for d in droppable if d in self.history]
+        while droppable and self.approx_bytes() > self.max_bytes:
+            d = droppable.pop(0)
+            del self.history[d]
+            self._drop({d})
+        if self.approx_bytes() > self.max_bytes and not self._over_warned:
+            self._over_warned = True
+            log.warning("%s: the dedupe index holds %d MiB for its live window and current days alone (limit %d MiB); "
+                        "it is kept, as dropping it would let duplicates through", self.spec.name,
+                        self.approx_bytes() >> 20, self.max_bytes >> 20)  # fmt: skip
+
+    def _drop(self, doomed: set[int]) -> None:
         if doomed:
             self.days -= doomed
             self.latest = {k: v for k, v in self.latest.items() if (v & _DAY_MASK) not in doomed}
@@ -267,11 +301,17 @@ class SilverStage:
     """One topic's silver: rules (``stream_workers.rules``), then dedupe through a ``SilverIndex``."""
 
     def __init__(
-        self, topic: str, spec: TableSpec, window: dt.timedelta, future_skew: dt.timedelta, clock: Callable[[], float] = time.time
+        self,
+        topic: str,
+        spec: TableSpec,
+        window: dt.timedelta,
+        future_skew: dt.timedelta,
+        clock: Callable[[], float] = time.time,
+        max_index_bytes: int | None = None,
     ) -> None:
         self.topic = topic
         self.spec = spec
-        self.index = SilverIndex(spec, window, clock)
+        self.index = SilverIndex(spec, window, clock, max_index_bytes)
         self.future_skew = future_skew
         self.clock = clock
         self._planned: dict[Key, int] | None = None  # the last plan's index updates, applied once it commits
@@ -308,6 +348,10 @@ class SilverStage:
         self._planned = None
         snapshot = table.current_snapshot()
         self.index.synced = None if snapshot is None else snapshot.snapshot_id
+
+
+def _deep_size(key: object) -> int:
+    return sys.getsizeof(key) + (sum(sys.getsizeof(part) for part in key) if isinstance(key, tuple) else 0)
 
 
 def _in(column: str, values: list[Any]) -> BooleanExpression:

@@ -86,6 +86,7 @@ class TopicSink:
                 SILVER_BY_TOPIC[topic],
                 window=dt.timedelta(hours=settings.dedupe_window_hours),
                 future_skew=dt.timedelta(seconds=settings.max_future_skew_s),
+                max_index_bytes=settings.dedupe_max_bytes,
             )
         self.decoder = BatchDecoder(
             lookup,

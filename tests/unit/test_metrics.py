@@ -41,7 +41,10 @@ def test_counters_by_topic_and_table() -> None:
     m.deduplicated("silver.trades", 10)
     m.dead_lettered("raw.trades", 3)
     m.commit_failed("silver.trades")
+    m.dedupe_index("silver.trades", 1_000, 130_000)
     got = scrape(m)
+    assert got[("ticklake_dedupe_index_keys", (("table", "silver.trades"),))] == 1_000
+    assert got[("ticklake_dedupe_index_bytes", (("table", "silver.trades"),))] == 130_000
     assert got[("ticklake_messages_consumed_total", (("topic", "raw.trades"),))] == 120
     assert got[("ticklake_rows_written_total", (("table", "bronze.raw_trades"),))] == 120
     assert got[("ticklake_rows_written_total", (("table", "silver.trades"),))] == 110

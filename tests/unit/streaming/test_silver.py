@@ -131,3 +131,31 @@ def test_a_key_another_worker_committed_is_a_duplicate_here(offline_lake_setting
     a.write([("m", 1.0, 0, 1)])
     assert b.write([("k", 1.0, 0, 1), ("m", 1.0, 0, 2)]) == (0, 2)  # the same trades re-keyed to partition 1
     assert sorted(b.silver()) == ["k", "m", "q"]
+
+
+def test_one_batch_of_duplicates_spanning_more_old_days_than_the_history_cap_drops_them_all(offline_lake_settings) -> None:  # type: ignore[no-untyped-def]
+    """A history replay's batch may touch more old days than the index keeps (MAX_HISTORY_DAYS): the days
+    that batch asked for stay loaded until its plan has run, or its duplicates on evicted days pass."""
+    catalog = open_catalog(offline_lake_settings)
+    days = [-(40 + 2 * i) * 24 * HOUR for i in range(20)]  # 20 separate old days, far outside the window
+    Writer(catalog).write([(f"t{i}", 1.0, d, i) for i, d in enumerate(days)])
+    later = Writer(catalog)
+    assert later.write([(f"t{i}", 1.0, d, 20 + i) for i, d in enumerate(days)]) == (0, 20)  # replayed later in the log
+    assert sorted(later.silver()) == sorted(f"t{i}" for i in range(20))
+
+
+def test_a_byte_bound_drops_old_days_but_never_a_duplicate(offline_lake_settings) -> None:  # type: ignore[no-untyped-def]
+    catalog = open_catalog(offline_lake_settings)
+    old = [-(40 + 3 * i) * 24 * HOUR for i in range(6)]  # 3 days apart: a trade's day and its neighbours
+    Writer(catalog).write([(f"k{d}-{j}", 1.0, d, 10 * i + j) for i, d in enumerate(old) for j in range(10)])
+    small = Writer(catalog)
+    small.stage.index.max_bytes = 1  # nothing but what the current batch needs may stay
+    for i, d in enumerate(old):  # one old day per batch: each loads its day, the previous ones go
+        assert small.write([(f"k{d}-{j}", 1.0, d, 60 + 10 * i + j) for j in range(10)]) == (0, 10)
+        index = small.stage.index
+        assert index.days - index.live_days() == {_day_of(d) + k for k in (-1, 0, 1)}
+    assert len(small.silver()) == 60
+
+
+def _day_of(seconds_after_now: int) -> int:
+    return ((NOW + dt.timedelta(seconds=seconds_after_now)).date() - dt.date(1970, 1, 1)).days

@@ -76,3 +76,14 @@ def test_merge_keeps_the_latest_event_per_key(held: dict[int, tuple[int, int]], 
         if f"t{k}" not in want or BASE_US + e * 1_000 > want[f"t{k}"][0]:
             want[f"t{k}"] = (BASE_US + e * 1_000, _day(d))
     assert {k: index.held(k) for k in want} == want
+
+
+def test_the_index_size_estimate_follows_what_it_holds() -> None:
+    import tracemalloc
+
+    index = SilverIndex(SILVER_TRADES, dt.timedelta(hours=48))
+    tracemalloc.start()
+    index.merge(_rows([(k, 1, 0) for k in range(50_000)]))
+    held, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert 0.6 * held < index.approx_bytes() < 1.5 * held
