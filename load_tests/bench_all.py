@@ -7,7 +7,7 @@
 Each bench runs as its own process, one after the other (they share the machine's two cores; running them
 side by side would measure each other). A bench that fails is reported in the page, not hidden. Whatever
 exists in ``reports/`` is rendered: ``bench_replay.json``, ``bench_ingest.json``, ``bench_peers.json``,
-``bench_gold.json`` (or the table ``bench_gold`` printed, kept in ``bench_gold.txt``).
+``bench_freshness.json``, ``bench_gold.json`` (or the table ``bench_gold`` printed, kept in ``bench_gold.txt``).
 """
 
 from __future__ import annotations
@@ -29,11 +29,13 @@ SIZES = {
     "small": {"bench_replay": ["--trades", "300000", "--generator-trades", "100000"],
               "bench_ingest": ["--messages", "200000"],
               "bench_peers": ["--trades", "100000"],
-              "bench_gold": ["--trades", "500000"]},
+              "bench_gold": ["--trades", "500000"],
+              "bench_freshness": ["--rate", "5000", "--minutes", "1"]},
     "full": {"bench_replay": ["--trades", "1000000"],
              "bench_ingest": ["--messages", "1000000"],
              "bench_peers": ["--trades", "1000000"],
-             "bench_gold": ["--trades", "5000000"]},
+             "bench_gold": ["--trades", "5000000"],
+             "bench_freshness": ["--rate", "20000", "--minutes", "3"]},
 }  # fmt: skip
 
 
@@ -76,7 +78,7 @@ def _cell(value: Any) -> str:
 
 
 def render(failures: dict[str, str] | None = None) -> str:
-    replay, ingest, gold = (_load(n) for n in ("bench_replay", "bench_ingest", "bench_gold"))
+    replay, ingest, gold, fresh = (_load(n) for n in ("bench_replay", "bench_ingest", "bench_gold", "bench_freshness"))
     # bench_peers.json, plus any other run kept beside it (e.g. --defaults --json reports/bench_peers_defaults.json)
     all_peers = [json.loads(p.read_text()) for p in sorted(REPORTS.glob("bench_peers*.json"))]
     peers = all_peers[0] if all_peers else None
@@ -112,6 +114,11 @@ def render(failures: dict[str, str] | None = None) -> str:
     if gold and "ratio" in gold:
         seconds = f", {gold['dagster_iceberg_s']:.1f} s vs {gold['duckdb_parquet_s']:.1f} s" if "dagster_iceberg_s" in gold else ""
         out.append(f"| gold day through Dagster + Iceberg vs DuckDB on Parquet | {gold['ratio']:.2f}×{seconds} | ≤ 1.2× and ≤ 8 s |")
+    if fresh:
+        worst = max((m["freshness_p99_s"] for m in fresh["per_minute"] if m["freshness_p99_s"] is not None), default=None)
+        out.append(f"| freshness at {fresh['rate']:,.0f} msg/s offered ({fresh['corrections']:.0%} corrections, "
+                   f"{fresh['duplicates']:.0%} duplicates), {fresh['workers']} worker | p99 {fresh['freshness_s']['p99']:.2f} s "
+                   f"(worst minute {_num(worst, '.2f')} s), p50 {fresh['freshness_s']['p50']:.2f} s | p99 ≤ 2 s |")  # fmt: skip
     out.append("")
 
     if replay:
@@ -158,6 +165,19 @@ def render(failures: dict[str, str] | None = None) -> str:
                            else "below the 0.8× bar: the confluent-kafka batch loop stays the data path")  # fmt: skip
                 out += [(f"**Data path.** Faust's own consumer path reached {value:.2f}× the batch path's rows/s at "
                          f"{cpu:.1f}× its CPU per row ({verdict})."), ""]  # fmt: skip
+    if fresh:
+        out += [f"## Freshness (`{fresh['command']}`, {fresh['measured_at']}, load {fresh.get('load_average_1m_at_end', float('nan')):.1f})", "",
+                f"A generated trading day ({fresh['messages']:,} messages) replayed at {fresh['speed']:.1f}× its market time, which",
+                f"offers {fresh['rate']:,.0f} msg/s on average with the day's own bursts on top, into {fresh['workers']} `ticklake worker`",
+                "at default settings. Freshness: how long ago the newest message a table committed was published",
+                "(the worst of the six tables), sampled every 2 s.", "",
+                "| minute | offered msg/s | achieved msg/s | p50 | p99 | max |", "| ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+        for m in fresh["per_minute"]:
+            out.append(f"| {m['minute']} | {_num(m['offered_msg_s'])} | {_num(m['achieved_msg_s'])} | {_seconds(m['freshness_p50_s'])} | "
+                       f"{_seconds(m['freshness_p99_s'])} | {_seconds(m['freshness_max_s'])} |")  # fmt: skip
+        f = fresh["freshness_s"]
+        out += [f"| whole run | {_num(fresh['offered_msg_s']['mean'])} (peak {_num(fresh['offered_msg_s']['peak'])}) | "
+                f"{_num(fresh['achieved_msg_s']['mean'])} | {_seconds(f['p50'])} | {_seconds(f['p99'])} | {_seconds(f['max'])} |", ""]  # fmt: skip
     if gold:
         load = gold.get("load_average_1m_at_end", float("nan"))
         out += [f"## Gold (`{gold.get('command', 'python -m load_tests.bench_gold')}`, {gold.get('measured_at', '?')}, load {load:.1f})", ""]
@@ -174,7 +194,7 @@ def render(failures: dict[str, str] | None = None) -> str:
         text = (REPORTS / "bench_gold.txt").read_text()
         table = text[text.find("one gold day"):] if "one gold day" in text else text[-2000:]
         out += ["## Gold (`python -m load_tests.bench_gold`)", "", "```", table.strip(), "```", ""]
-    known = {"bench_replay", "bench_ingest", "bench_gold"}
+    known = {"bench_replay", "bench_ingest", "bench_gold", "bench_freshness"}
     for other in sorted(REPORTS.glob("bench_*.json")):
         if other.stem in known or other.stem.startswith("bench_peers"):
             continue
