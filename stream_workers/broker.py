@@ -452,8 +452,17 @@ def _launch_detached(command: list[str], config: BrokerConfig) -> int:
     return int(result.stdout.strip())
 
 
+def new_cluster_id(draw: Callable[[], bytes] = lambda: uuid.uuid4().bytes) -> str:
+    """A KRaft cluster id: a random UUID in URL-safe base64, never starting with "-" (1 in 64 does, and
+    StorageTool then reads it as an option: "argument --cluster-id/-t: expected one argument")."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(draw()).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def _format_storage(config: BrokerConfig, java: str) -> None:
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    cluster_id = new_cluster_id()
     command = [
         *_java_command(config, java),
         "kafka.tools.StorageTool", "format",
