@@ -1,7 +1,7 @@
 """Dagster-owned tables built from silver, one ``trade_date`` partition per run: silver.trader_activity and gold.
 
-Every asset reads its day from silver through pyiceberg (Arrow), computes it (DuckDB SQL of ``sql``, the
-average-cost pass of ``ledger``) and replaces exactly that day's partition, so re-running a day (late
+Every asset reads its day of silver through ``lake_io.shared_day`` (the day's files, planned once per run
+and read by DuckDB), computes it (DuckDB SQL of ``sql``, the average-cost pass of ``ledger``) and replaces exactly that day's partition, so re-running a day (late
 events, corrections, backfills) is safe. The replacement is written, audited, then published (``wap``):
 blocking checks read the staged partition on its audit branch, and only if all pass does ``main`` (what
 readers see) move to it; a failed audit keeps the published partition and fails the step.
@@ -200,7 +200,8 @@ def daily_trading_summary(context: AssetExecutionContext, lake: LakeResource) ->
 
 
 # The silver days gold reads: the steps of a run (in-process executor) share each day through
-# ``lake_io.shared_day`` — the silver checks, trader activity, the summary and performance read it once.
+# ``lake_io.shared_day`` — the silver checks, trader activity, the summary and performance use one plan of
+# the day's files (per silver snapshot), each query reading only the columns it needs.
 share_day_columns(SILVER_TRADES.name, gold_sql.TRADE_COLUMNS)
 share_day_columns(SILVER_ORDERBOOK.name, gold_sql.BOOK_COLUMNS)
 
