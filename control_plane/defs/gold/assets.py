@@ -1,8 +1,8 @@
 """Dagster-owned tables built from silver, one ``trade_date`` partition per run: silver.trader_activity and gold.
 
 Every asset reads its day of silver through ``lake_io.shared_day`` (the day's files, planned once per run
-and read by DuckDB), computes it (DuckDB SQL of ``sql``, the average-cost pass of ``ledger``) and replaces exactly that day's partition, so re-running a day (late
-events, corrections, backfills) is safe. The replacement is written, audited, then published (``wap``):
+and read by DuckDB), computes it (DuckDB SQL of ``sql``, the average-cost pass of ``ledger``) and replaces
+exactly that day's partition, so re-running a day (late events, corrections, backfills) is safe. The replacement is written, audited, then published (``wap``):
 blocking checks read the staged partition on its audit branch, and only if all pass does ``main`` (what
 readers see) move to it; a failed audit keeps the published partition and fails the step.
 """
