@@ -13,7 +13,7 @@ RUSAGE_CHILDREN after they exit) and the steady state after ``--warmup`` minutes
 each process used during the ``--minutes`` window, start-up of the code location excluded), per 5 minutes
 and per hour. Prints JSON.
 
-``--stream`` first starts a Kafka broker (own data dir and ports), one ``ticklake worker`` of this checkout
+``--stream`` first starts a Kafka broker (own data dir and ports), one ``ticklake worker`` of ``--stream-repo``
 and ``ticklake replay --rate R`` into the same lake, so the control plane observes tables that commit every
 few seconds; their CPU is reported apart (``stream_cpu_s_steady``), never in the control plane's figures.
 """
@@ -81,14 +81,15 @@ def write_idle_lake(lake_dir: Path, trades: int, commits: int = 20) -> None:
 
 LABELS: dict[tuple[int, float], str] = {}
 
-# A tiny wrapper so a process tree's RUSAGE_CHILDREN (everything reaped below it) can be read after it exits.
+# A tiny wrapper so a process tree's RUSAGE_CHILDREN (everything reaped below it) can be read after it exits;
+# it writes them to the file named first (a pipe would stay open as long as any grandchild lives).
 WRAPPER = (
     "import resource, signal, subprocess, sys, json\n"
-    "p = subprocess.Popen(sys.argv[1:])\n"
+    "p = subprocess.Popen(sys.argv[2:])\n"
     "signal.signal(signal.SIGTERM, lambda *a: p.terminate())\n"
     "p.wait()\n"
     "r = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
-    "print(json.dumps({'children_cpu_s': r.ru_utime + r.ru_stime}), file=sys.stderr)\n"
+    "open(sys.argv[1], 'w').write(json.dumps({'children_cpu_s': r.ru_utime + r.ru_stime}))\n"
 )
 
 
@@ -98,7 +99,7 @@ def _label(proc: psutil.Process) -> str:
     for marker, label in (("-c import resource", "wrapper"), ("api grpc", "code server"),
                           ("code-server start", "code server proxy"), ("execute_run", "run"),
                           ("execute_step", "run"), ("multiprocessing", "run"), ("dagster-daemon", "daemon"), ("kafka.Kafka", "broker"),
-                          ("ticklake worker", "worker"), ("ticklake replay", "replay")):
+                          ("cli worker", "worker"), ("cli replay", "replay")):
         if marker in cmd:
             return label
     return cmd[:60]
@@ -154,7 +155,7 @@ def server_workspace(repo: Path, port: int, target: Path) -> Path:
     return target
 
 
-def wait_code_server(port: int, proc: subprocess.Popen[str], timeout_s: float = 180.0) -> None:
+def wait_code_server(port: int, proc: subprocess.Popen[str] | subprocess.Popen[bytes], timeout_s: float = 180.0) -> None:
     """Until the code server at ``port`` answers a ping (it loads the definitions first)."""
     from dagster._grpc.client import DagsterGrpcClient
 
@@ -172,33 +173,33 @@ def wait_code_server(port: int, proc: subprocess.Popen[str], timeout_s: float = 
 
 
 def wrapped(command: list[str], env: dict[str, str], cwd: Path, log: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-c", WRAPPER, *command], env=env, cwd=cwd,
-                            stdout=open(log, "w"), stderr=subprocess.PIPE, text=True)
+    """``command`` under the wrapper; its output in ``log``, the reaped CPU later in ``log``.rusage."""
+    return subprocess.Popen([sys.executable, "-c", WRAPPER, f"{log}.rusage", *command], env=env, cwd=cwd,
+                            stdout=open(log, "w"), stderr=subprocess.STDOUT, text=True)
 
 
-def stop_wrapped(proc: subprocess.Popen[str], stop_s: list[float]) -> float | None:
+def stop_wrapped(proc: subprocess.Popen[str], log: Path, stop_s: list[float]) -> float | None:
     """SIGTERM the wrapper (it terminates its child); the CPU of everything it reaped, if it said."""
     asked = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     try:
-        _, err = proc.communicate(timeout=90)
+        proc.wait(timeout=90)
     except subprocess.TimeoutExpired:
         for child in psutil.Process(proc.pid).children(recursive=True):
             child.kill()
         proc.kill()
-        _, err = proc.communicate()
+        proc.wait()
     stop_s.append(round(time.monotonic() - asked, 1))
-    for line in (err or "").splitlines():
-        if line.startswith("{") and "children_cpu_s" in line:
-            return float(json.loads(line)["children_cpu_s"])
-    return None
+    rusage = Path(f"{log}.rusage")
+    return float(json.loads(rusage.read_text())["children_cpu_s"]) if rusage.exists() else None
 
 
 @contextmanager
-def running_stream(env: dict[str, str], workdir: Path, rate: float, seconds: float) -> Iterator[tuple[str, list[psutil.Process]]]:
-    """A broker (own data dir and ports), one ``ticklake worker`` and ``ticklake replay --rate`` of this
-    checkout feeding the lake of ``env``; yields the bootstrap servers and their processes (so their CPU
-    is told apart), stops them all at exit."""
+def running_stream(env: dict[str, str], workdir: Path, rate: float, seconds: float,
+                   stream_repo: Path) -> Iterator[tuple[str, list[psutil.Process]]]:
+    """A broker (own data dir and ports), one ``ticklake worker`` and ``ticklake replay --rate`` of
+    ``stream_repo`` feeding the lake of ``env``; yields the bootstrap servers and their processes (so their
+    CPU is told apart), stops them all at exit."""
     from schemas.topics import default_topics
     from stream_workers import broker
     from stream_workers.parts.process import free_ports
@@ -209,21 +210,23 @@ def running_stream(env: dict[str, str], workdir: Path, rate: float, seconds: flo
     procs: list[subprocess.Popen[bytes]] = []
     try:
         broker.create_topics(config.client_config(), default_topics())
-        stream_env = {**env, "KAFKA_BOOTSTRAP_SERVERS": config.bootstrap, "TICKLAKE_METRICS_PORT": "0"}
-        ticklake = str(BIN / "ticklake")
+        stream_env = {**env, "KAFKA_BOOTSTRAP_SERVERS": config.bootstrap, "TICKLAKE_METRICS_PORT": "0",
+                      "PYTHONPATH": str(stream_repo)}
+        ticklake = [sys.executable, "-m", "stream_workers.cli"]
         # The worker's cwd is the scratch dir: Faust keeps its local data dir there.
-        procs.append(subprocess.Popen([ticklake, "worker", "--log-level", "warning"], env=stream_env, cwd=workdir,
+        procs.append(subprocess.Popen([*ticklake, "worker", "--log-level", "warning"], env=stream_env, cwd=workdir,
                                       stdout=open(workdir / "worker.log", "w"), stderr=subprocess.STDOUT))
         count = int(rate * seconds * 1.1) + 1_000  # trades; every trade is at least one message
         procs.append(subprocess.Popen(
-            [ticklake, "replay", "--count", str(count), "--rate", str(rate), "--start", "2024-01-02",
+            [*ticklake, "replay", "--count", str(count), "--rate", str(rate), "--start", "2024-01-02",
              "--end", "2024-01-05", "--quiet"],
             env=stream_env, cwd=workdir, stdout=open(workdir / "replay.log", "w"), stderr=subprocess.STDOUT))
         broker_pid = broker.status(config).pid
         yield config.bootstrap, [psutil.Process(p.pid) for p in procs] + ([psutil.Process(broker_pid)] if broker_pid else [])
         for name, p in zip(("worker", "replay"), procs, strict=True):
             if p.poll() is not None:
-                raise RuntimeError(f"ticklake {name} exited early ({p.returncode}); see {workdir}")
+                tail = (workdir / f"{name}.log").read_text()[-3000:]
+                raise RuntimeError(f"ticklake {name} exited early ({p.returncode}); its log ends:\n{tail}")
     finally:
         for p in procs:
             if p.poll() is None:
@@ -237,14 +240,15 @@ def running_stream(env: dict[str, str], workdir: Path, rate: float, seconds: flo
 
 
 def measure(repo: Path, warmup: float, minutes: float, trades: int, workdir: Path, workspace: str,
-            stream_rate: float | None) -> dict[str, object]:
+            stream_rate: float | None, stream_repo: Path = REPO) -> dict[str, object]:
     lake = workdir / "lake"
     write_idle_lake(lake, trades)
     env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "PYTHONPATH")}
     env.update({"TICKLAKE_LAKE_DIR": str(lake), "KAFKA_BOOTSTRAP_SERVERS": NO_BROKER})
     if not stream_rate:
         return _measure_control_plane(repo, warmup, minutes, env, workdir, workspace, [])
-    with running_stream(env, workdir, stream_rate, (warmup + minutes) * 60 + 300) as (bootstrap, stream_procs):
+    seconds = (warmup + minutes) * 60 + 300
+    with running_stream(env, workdir, stream_rate, seconds, stream_repo) as (bootstrap, stream_procs):
         env["KAFKA_BOOTSTRAP_SERVERS"] = bootstrap
         return _measure_control_plane(repo, warmup, minutes, env, workdir, workspace, stream_procs)
 
@@ -257,21 +261,23 @@ def _measure_control_plane(repo: Path, warmup: float, minutes: float, env: dict[
     env["DAGSTER_HOME"] = home
     started = time.monotonic()
     wrappers: list[subprocess.Popen[str]] = []
+    logs: list[Path] = []
     seen: dict[tuple[int, float], float] = {}
     stream_seen: dict[tuple[int, float], float] = {}
     try:
         if workspace == "server":
             port = free_port()
+            logs.append(workdir / "code_server.log")
             wrappers.append(wrapped(
                 [str(BIN / "dagster"), "api", "grpc", "-m", "control_plane.definitions", "-a", "defs",
                  "--location-name", "ticklake", "-h", "127.0.0.1", "-p", str(port), "--log-level", "warning"],
-                env, repo, workdir / "code_server.log"))
+                env, repo, logs[-1]))
             wait_code_server(port, wrappers[0])
             workspace_file = str(server_workspace(repo, port, workdir / "workspace.yaml"))
         else:
             workspace_file = "control_plane/workspace.yaml"
-        wrappers.append(wrapped([str(BIN / "dagster-daemon"), "run", "-w", workspace_file], env, repo,
-                                workdir / "daemon.log"))
+        logs.append(workdir / "daemon.log")
+        wrappers.append(wrapped([str(BIN / "dagster-daemon"), "run", "-w", workspace_file], env, repo, logs[-1]))
         roots = [psutil.Process(w.pid) for w in wrappers]
         daemon_started = time.monotonic()
         while time.monotonic() - daemon_started < warmup * 60:
@@ -291,7 +297,8 @@ def _measure_control_plane(repo: Path, warmup: float, minutes: float, env: dict[
         rss_at_end = rss_mb(roots)
     finally:
         stop_s: list[float] = []
-        reaped_each = [stop_wrapped(w, stop_s) for w in reversed(wrappers)]  # the daemon first, then its code server
+        # The daemon first, then its code server.
+        reaped_each = [stop_wrapped(w, log, stop_s) for w, log in reversed(list(zip(wrappers, logs, strict=False)))]
     elapsed = time.monotonic() - started
     reaped = None if None in reaped_each or not reaped_each else sum(r for r in reaped_each if r is not None)
 
@@ -369,10 +376,12 @@ def main(argv: list[str] | None = None) -> int:
                         "module: workspace.yaml, the daemon spawns its code servers")
     parser.add_argument("--stream", action="store_true", help="run a broker, a worker and a paced replay meanwhile")
     parser.add_argument("--rate", type=float, default=2_000.0, help="replay messages per second with --stream")
+    parser.add_argument("--stream-repo", type=Path, default=REPO,
+                        help="checkout whose worker and replay feed the lake (keep it fixed when comparing)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="daemon-cpu-") as tmp:
         result = measure(args.repo.resolve(), args.warmup, args.minutes, args.trades, Path(tmp), args.workspace,
-                         args.rate if args.stream else None)
+                         args.rate if args.stream else None, args.stream_repo.resolve())
         print(json.dumps(result, indent=2))
     return 0
 

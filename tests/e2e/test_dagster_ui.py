@@ -24,6 +24,7 @@ import pytest
 import requests
 
 from schemas.tables.silver import SILVER_ORDERBOOK, SILVER_TRADES
+from tests.e2e.daemon_cpu import server_workspace, wait_code_server
 from tests.unit.control_plane import gold_days as g
 from tests.unit.control_plane.lakes import NO_BROKER, append, make_lake
 
@@ -66,7 +67,7 @@ def wait_for(what: str, probe, timeout_s: float) -> object:
 
 @pytest.fixture
 def dagster_ui(tmp_path: Path) -> Iterator[str]:
-    """Webserver + daemon exactly as the Procfile starts them, on a lake holding the two sample days."""
+    """Code server, webserver + daemon exactly as the Procfile starts them, on a lake holding the two sample days."""
     lake = make_lake(tmp_path)
     append(lake, SILVER_TRADES, g.silver_trades())
     append(lake, SILVER_ORDERBOOK, g.silver_books())
@@ -82,12 +83,16 @@ def dagster_ui(tmp_path: Path) -> Iterator[str]:
          "--select", "tag:layer=gold", "--partition", g.DAY1.isoformat()],
         env=env, cwd=REPO, check=True, capture_output=True, text=True, timeout=600,
     )
-    port = free_port()
+    port, code_port = free_port(), free_port()
     logs = tmp_path / "logs"
     logs.mkdir()
+    # The Procfile's code server, and workspace.server.yaml pointed at its port here.
+    workspace = str(server_workspace(REPO, code_port, tmp_path / "workspace.yaml"))
     commands = {
-        "webserver": [str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), "-w", "control_plane/workspace.yaml"],
-        "daemon": [str(BIN / "dagster-daemon"), "run", "-w", "control_plane/workspace.yaml"],
+        "code_server": [str(BIN / "dagster"), "api", "grpc", "-m", "control_plane.definitions", "-a", "defs",
+                        "--location-name", "ticklake", "-h", "127.0.0.1", "-p", str(code_port)],
+        "webserver": [str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), "-w", workspace],
+        "daemon": [str(BIN / "dagster-daemon"), "run", "-w", workspace],
     }
     processes = []
     try:
@@ -95,6 +100,8 @@ def dagster_ui(tmp_path: Path) -> Iterator[str]:
             out = open(logs / f"{name}.log", "w")
             processes.append(subprocess.Popen(command, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
                                               start_new_session=True))
+            if name == "code_server":
+                wait_code_server(code_port, processes[0])
         url = f"http://127.0.0.1:{port}"
         wait_for("webserver", lambda: requests.get(f"{url}/server_info", timeout=5).ok, 180)
         wait_for(
