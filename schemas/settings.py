@@ -53,7 +53,7 @@ class Settings:
     commit_min_interval_s: float = 0.5
     max_batch_rows: int = 500_000
     max_batch_bytes: int = 32 * 1024 * 1024
-    expire_every_commits: int = 50
+    expire_every_commits: int = 5
     keep_snapshots: int = 20
     dedupe_window_hours: float = 48.0
     dedupe_max_bytes: int = 512 * 1024 * 1024
@@ -100,7 +100,7 @@ class Settings:
             commit_min_interval_s=_float(env, "TICKLAKE_COMMIT_MIN_INTERVAL_S", 0.5),
             max_batch_rows=_int(env, "TICKLAKE_MAX_BATCH_ROWS", 500_000),
             max_batch_bytes=_int(env, "TICKLAKE_MAX_BATCH_BYTES", 32 * 1024 * 1024),
-            expire_every_commits=_int(env, "TICKLAKE_EXPIRE_EVERY_COMMITS", 50),
+            expire_every_commits=_int(env, "TICKLAKE_EXPIRE_EVERY_COMMITS", 5),
             keep_snapshots=_int(env, "TICKLAKE_KEEP_SNAPSHOTS", 20),
             dedupe_window_hours=_float(env, "TICKLAKE_DEDUPE_WINDOW_HOURS", 48.0),
             dedupe_max_bytes=_int(env, "TICKLAKE_DEDUPE_MAX_BYTES", 512 * 1024 * 1024),
