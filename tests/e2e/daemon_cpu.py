@@ -82,9 +82,12 @@ def write_idle_lake(lake_dir: Path, trades: int, commits: int = 20) -> None:
 LABELS: dict[tuple[int, float], str] = {}
 
 # A tiny wrapper so a process tree's RUSAGE_CHILDREN (everything reaped below it) can be read after it exits;
-# it writes them to the file named first (a pipe would stay open as long as any grandchild lives).
+# it writes them to the file named first (a pipe would stay open as long as any grandchild lives). SIGINT is
+# restored for the child: started from a background shell job it is ignored, and `dagster api grpc` stops on
+# SIGTERM by raising SIGINT in itself.
 WRAPPER = (
     "import resource, signal, subprocess, sys, json\n"
+    "signal.signal(signal.SIGINT, signal.SIG_DFL)\n"
     "p = subprocess.Popen(sys.argv[2:])\n"
     "signal.signal(signal.SIGTERM, lambda *a: p.terminate())\n"
     "p.wait()\n"
