@@ -1,13 +1,14 @@
 """Benchmark: produce → visible in silver at a sustained rate, with corrections and duplicates, per minute.
 
-    python -m load_tests.bench_freshness                        # 20,000 msg/s for about 2 minutes
+    python -m load_tests.bench_freshness                        # a sustained 20,000 msg/s for about 2 minutes
     python -m load_tests.bench_freshness --rate 20000 --minutes 5 --workers 1
+    python -m load_tests.bench_freshness --shape day            # the day's own bursts (open, close) on top
 
 One process does it all on this machine: a broker (the one at KAFKA_BOOTSTRAP_SERVERS if it answers,
 else a temporary one), fresh raw topics, an empty lake, ``--workers`` ``ticklake worker`` processes at their
 default settings, and a generated trading day (``--duplicates`` and ``--corrections`` of the trades) replayed
-by ``load_tests.scenario`` at the speed that offers ``--rate`` msg/s on average (the day's own bursts on
-top). Freshness is the scenario's time lag: how long ago the newest message a table committed was
+by ``load_tests.scenario`` at a sustained ``--rate`` msg/s (``--shape flat``), or at the speed that offers
+``--rate`` on average with the day's own bursts on top (``--shape day``: 3-4x at the open). Freshness is the scenario's time lag: how long ago the newest message a table committed was
 published, sampled every 2 s, worst table. Writes ``reports/bench_freshness.json`` (and the scenario's own
 ``reports/bench-freshness.json/.png`` with every sample).
 """
@@ -54,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m load_tests.bench_freshness", description=__doc__.split("\n\n")[0])
     parser.add_argument("--rate", type=float, default=20_000, help="mean offered msg/s")
     parser.add_argument("--minutes", type=float, default=2.0, help="how long the replay lasts")
+    parser.add_argument("--shape", choices=("flat", "day"), default="flat",
+                        help="flat: a sustained --rate; day: the day's timing at the speed that averages --rate")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--duplicates", type=float, default=0.05)
     parser.add_argument("--corrections", type=float, default=0.01)
@@ -84,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         write_history(GeneratorConfig(trades=trades, seed=11, duplicates=args.duplicates, corrections=args.corrections), history)
         messages, span_s = history_span(history)
         speed = args.rate * span_s / messages
-        print(f"  {messages:,d} messages over {span_s:,.0f} s of market time: speed {speed:,.1f}x for {args.rate:,.0f} msg/s", flush=True)
+        how = f"a sustained {args.rate:,.0f} msg/s" if args.shape == "flat" else f"speed {speed:,.1f}x ({args.rate:,.0f} msg/s on average)"
+        print(f"  {messages:,d} messages over {span_s:,.0f} s of market time: {how}", flush=True)
 
         ports = free_ports(args.workers)
         lake = work / "lake"
@@ -101,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         scenario_env = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "TICKLAKE_LAKE_DIR": str(lake)}
         command = [sys.executable, "-m", "load_tests.scenario", "--name", SCENARIO_NAME, "--history", str(history),
                    "--speed", f"{speed:.3f}", "--quiet", "--drain-timeout", "300"]  # fmt: skip
+        if args.shape == "flat":
+            command += ["--rate", f"{args.rate:g}"]
         for port in ports:
             command += ["--metrics-url", f"http://127.0.0.1:{port}/metrics"]
         started = time.monotonic()
@@ -123,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             "command": "python -m load_tests.bench_freshness " + " ".join(argv if argv is not None else sys.argv[1:]),
             "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "machine_cpus": os.cpu_count(), "load_average_1m_at_end": os.getloadavg()[0],
-            "rate": args.rate, "workers": args.workers, "duplicates": args.duplicates, "corrections": args.corrections,
+            "rate": args.rate, "shape": args.shape, "workers": args.workers, "duplicates": args.duplicates, "corrections": args.corrections,
             "messages": messages, "speed": speed, "seconds": elapsed, "scenario_exit_code": code,
             "drained": summary["drained"], "freshness_s": fresh, "offered_msg_s": summary["offered_msg_s"],
             "achieved_msg_s": summary["achieved_msg_s"], "lag": summary["lag"],

@@ -42,6 +42,7 @@ from simulator.market import GeneratorConfig
 from simulator.pacing import offered_schedule
 
 DEFAULT_REPLAY_CMD = "{ticklake} replay --from {history} --speed {speed} --quiet"
+FLAT_REPLAY_CMD = "{ticklake} replay --from {history} --rate {rate} --quiet"  # a sustained rate, no bursts
 COMMIT_HISTOGRAM = "ticklake_commit_duration_seconds"
 
 
@@ -332,6 +333,7 @@ class ScenarioConfig:
     history: Path
     speed: float
     replay_cmd: str = DEFAULT_REPLAY_CMD
+    rate: float = 0.0  # > 0: the history is offered at this flat rate (msg/s) instead of its timing / speed
     metrics_urls: tuple[str, ...] = ()
     sample_every_s: float = 2.0
     drain_timeout_s: float = 300.0
@@ -361,7 +363,10 @@ def run(config: ScenarioConfig, settings: Settings) -> dict:
     stamps = history_timestamps(config.history)
     topics = [t for t in RAW_TOPICS if t in stamps]
     every = np.sort(np.concatenate([stamps[t] for t in topics]))
-    schedule = offered_schedule(every, config.speed) if config.speed > 0 else None
+    if config.rate > 0:
+        schedule: np.ndarray | None = np.arange(1, every.size + 1, dtype=np.float64) / config.rate
+    else:
+        schedule = offered_schedule(every, config.speed) if config.speed > 0 else None
     total = int(every.size)
     heads = KafkaHeads(settings.kafka_bootstrap_servers, topics)
     lake = LakeOffsets(settings, topics, config.with_silver)
@@ -388,6 +393,7 @@ def run(config: ScenarioConfig, settings: Settings) -> dict:
         ticklake=shlex.quote(str(ticklake if ticklake.exists() else "ticklake")),
         history=shlex.quote(str(config.history)),
         speed=config.speed,
+        rate=config.rate,
     )
     samples: list[Sample] = []
     heads_by_topic: dict[str, list[tuple[float, int]]] = {t: [(0.0, 0)] for t in topics}
@@ -459,6 +465,7 @@ def run(config: ScenarioConfig, settings: Settings) -> dict:
         "name": config.name,
         "history": str(config.history),
         "speed": config.speed,
+        "rate": config.rate,
         "replay_command": command,
         "replay_exit_code": replay.returncode,
         "replay_log": str(log_path),
@@ -487,7 +494,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--late", type=float, default=0.005)
     parser.add_argument("--history", type=Path, help="replay this file/directory instead of generating one")
     parser.add_argument("--format", choices=("parquet", "csv"), default="parquet", help="format of the generated history")
-    parser.add_argument("--replay-cmd", default=DEFAULT_REPLAY_CMD, help="placeholders {ticklake} {history} {speed}")
+    parser.add_argument("--rate", type=float, default=0.0,
+                        help="offer the history at this sustained msg/s instead of its own timing (--speed ignored)")
+    parser.add_argument("--replay-cmd", help="placeholders {ticklake} {history} {speed} {rate} (default: replay at --speed or --rate)")
     parser.add_argument("--metrics-url", action="append", dest="metrics_urls",
                         help="a worker's /metrics (repeatable; default http://127.0.0.1:TICKLAKE_METRICS_PORT/metrics)")  # fmt: skip
     parser.add_argument("--sample-every", type=float, default=2.0, help="seconds between samples")
@@ -506,7 +515,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"generating {args.trades:,d} trades ({args.day} .. {args.end or args.day}) into {history}", file=sys.stderr)
         write_history(generator, history, format=args.format)
     metrics_urls = tuple(args.metrics_urls or [f"http://127.0.0.1:{settings.metrics_port}/metrics"])
-    config = ScenarioConfig(name=name, history=history, speed=args.speed, replay_cmd=args.replay_cmd,
+    replay_cmd = args.replay_cmd or (FLAT_REPLAY_CMD if args.rate > 0 else DEFAULT_REPLAY_CMD)
+    config = ScenarioConfig(name=name, history=history, speed=args.speed, replay_cmd=replay_cmd, rate=args.rate,
                             metrics_urls=metrics_urls, sample_every_s=args.sample_every,
                             drain_timeout_s=args.drain_timeout, reports=args.reports,
                             with_silver=not args.bronze_only, show_progress=not args.quiet)  # fmt: skip
