@@ -33,7 +33,7 @@ from schemas.settings import Settings
 from schemas.topics import RAW_TOPICS
 from schemas.wire import schema_lookup
 from stream_workers.dead_letters import DeadLetterMirror
-from stream_workers.decode import RawMessages
+from stream_workers.decode import DecodedBatch, RawMessages
 from stream_workers.memory import release_freed_memory
 from stream_workers.sink import FlushResult, TopicSink
 
@@ -127,7 +127,7 @@ class StreamWorker:
         self._generation = 0  # bumped by every rebalance callback (see run)
         self._paused_until: dict[str, float] = {}  # topics recovering from a failed batch -> when to re-read
         self._failures: dict[str, int] = {}  # topic -> consecutive failed batches (reset by a commit)
-        self._flusher = _Flusher(self._commit, topics)
+        self._flusher = _Flusher(self._decode, self._commit, topics)
         self._first_at: dict[str, float] = {}
         self.consumer = consumer or Consumer(
             kafka_client_config(
@@ -197,12 +197,16 @@ class StreamWorker:
 
     # -- batches ---------------------------------------------------------------------------
 
-    def _commit(self, topic: str, buf: RawMessages, span: Span) -> FlushResult:
-        """On the topic's flusher thread: one batch into its tables, then its memory back to the system."""
+    def _decode(self, topic: str, buf: RawMessages) -> DecodedBatch:
+        """On the topic's decoder thread, while the previous batch may still be committing."""
+        return self.sinks[topic].decode(buf)
+
+    def _commit(self, topic: str, buf: RawMessages, span: Span, decoded: DecodedBatch) -> FlushResult:
+        """On the topic's committer thread: one batch into its tables, then its memory back to the system."""
         try:
-            return self.sinks[topic].commit_batch(buf, span)
+            return self.sinks[topic].commit_batch(buf, span, decoded)
         finally:
-            del buf
+            del buf, decoded
             release_freed_memory()
 
     def _take(self, batch: list[Message], now: float) -> None:
@@ -639,20 +643,33 @@ Span = dict[int, tuple[int | None, int]]
 
 
 class _Flusher:
-    """Commits batches on one background thread per topic, each topic's in submission order.
+    """Commits batches on background threads, per topic in submission order: a decoder thread and a
+    committer thread, so batch N+1 is decoded while batch N commits.
 
     Decoding (polars), Parquet writing (Arrow) and catalog I/O release the GIL for much of their time, so
     the next batch is consumed while this one commits, and one topic's commit never waits behind
     another's (different tables; the shared sidecar tables resolve a rare conflict by retrying, like two
-    workers do). Per topic, at most one batch waits while one is in flight.
+    workers do). Per topic, at most one batch waits to be decoded and one decoded batch waits to commit.
+    A batch that fails to decode reaches ``finished()`` in its turn, after the batches before it.
     """
 
-    def __init__(self, flush: Callable[[str, RawMessages, Span], FlushResult], topics: tuple[str, ...]) -> None:
-        self._flush = flush
+    def __init__(
+        self,
+        decode: Callable[[str, RawMessages], DecodedBatch],
+        commit: Callable[[str, RawMessages, Span, DecodedBatch], FlushResult],
+        topics: tuple[str, ...],
+    ) -> None:
+        self._decode, self._commit = decode, commit
+        # A job counts as unfinished from submit() until its commit is done (task_done by the committer).
         self._jobs: dict[str, queue.Queue[tuple[RawMessages, Span] | None]] = {t: queue.Queue(maxsize=1) for t in topics}
+        self._decoded: dict[str, queue.Queue[tuple[RawMessages, Span, DecodedBatch | BaseException] | None]] = {
+            t: queue.Queue(maxsize=1) for t in topics
+        }
         self._done: queue.Queue[tuple[str, FlushResult | BaseException]] = queue.Queue()
         self._threads = [
-            threading.Thread(target=self._loop, args=(t,), name=f"flusher-{t}", daemon=True) for t in topics
+            threading.Thread(target=loop, args=(t,), name=f"{name}-{t}", daemon=True)
+            for t in topics
+            for name, loop in (("decoder", self._decode_loop), ("committer", self._commit_loop))
         ]
         for thread in self._threads:
             thread.start()
@@ -661,7 +678,7 @@ class _Flusher:
         self._jobs[topic].put((buf, span))
 
     def idle(self, topic: str) -> bool:
-        """Nothing of ``topic`` is still waiting or committing."""
+        """Nothing of ``topic`` is still waiting, decoding or committing."""
         return self._jobs[topic].unfinished_tasks == 0
 
     def drain(self) -> None:
@@ -684,20 +701,39 @@ class _Flusher:
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
 
-    def _loop(self, topic: str) -> None:
-        jobs = self._jobs[topic]
+    def _decode_loop(self, topic: str) -> None:
+        jobs, decoded = self._jobs[topic], self._decoded[topic]
         while True:
             job = jobs.get()
             if job is None:
-                jobs.task_done()
+                decoded.put(None)
                 return
             buf, span = job
             del job
             try:
-                outcome: FlushResult | BaseException = self._flush(topic, buf, span)
-            except BaseException as exc:  # handed to the consumer thread, which decides
-                outcome = exc
-            del buf
+                result: DecodedBatch | BaseException = self._decode(topic, buf)
+            except BaseException as exc:  # reported in order by the committer
+                result = exc
+            decoded.put((buf, span, result))
+            del buf, result
+
+    def _commit_loop(self, topic: str) -> None:
+        jobs, decoded = self._jobs[topic], self._decoded[topic]
+        while True:
+            item = decoded.get()
+            if item is None:
+                jobs.task_done()  # the close() sentinel
+                return
+            buf, span, result = item
+            del item
+            if isinstance(result, BaseException):
+                outcome: FlushResult | BaseException = result
+            else:
+                try:
+                    outcome = self._commit(topic, buf, span, result)
+                except BaseException as exc:  # handed to the consumer thread, which decides
+                    outcome = exc
+            del buf, result
             self._done.put((topic, outcome))
             jobs.task_done()
 

@@ -29,7 +29,7 @@ from schemas.tables.silver import SILVER_BY_TOPIC, SILVER_REJECTS
 from schemas.tables.spec import TableSpec
 from schemas.wire import SchemaLookup
 from stream_workers.dead_letters import DeadLetterMirror
-from stream_workers.decode import BatchDecoder, RawMessages
+from stream_workers.decode import BatchDecoder, DecodedBatch, RawMessages
 from stream_workers.ledger import BatchSpan, CommitResult, LedgerTable, Planner, TablePlan
 from stream_workers.silver import SilverStage
 
@@ -124,12 +124,18 @@ class TopicSink:
 
     # -- one batch --------------------------------------------------------------------------
 
-    def commit_batch(self, messages: RawMessages, span: BatchSpan) -> FlushResult:
-        """Decode and commit one batch, or raise (``OffsetGap``, catalog/storage/delivery errors).
+    def decode(self, messages: RawMessages) -> DecodedBatch:
+        """Messages -> rows and dead letters (no table touched: may run ahead of the previous commit)."""
+        return self.decoder.decode(messages, ingested_at_us=time.time_ns() // 1000)
+
+    def commit_batch(self, messages: RawMessages, span: BatchSpan, decoded: DecodedBatch | None = None) -> FlushResult:
+        """Commit one batch (decoded here unless ``decoded`` is given), or raise (``OffsetGap``,
+        catalog/storage/delivery errors).
 
         On any exception, what was committed is what the tables record; the caller re-reads positions.
         """
-        decoded = self.decoder.decode(messages, ingested_at_us=time.time_ns() // 1000)
+        if decoded is None:
+            decoded = self.decode(messages)
         commits: list[CommitResult] = []
 
         def commit(
