@@ -140,16 +140,22 @@ class LedgerTable:
         catalog: Catalog,
         spec: TableSpec,
         sidecar: bool = False,
-        expire_every_commits: int = 50,
+        expire_every_commits: int = 5,
         keep_snapshots: int = 20,
     ) -> None:
         self.spec = spec
         self.sidecar = sidecar
         self.table: Table = ensure_table(catalog, spec)
-        if self.table.properties.get("commit.retry.num-retries") != "0":
-            # Tables created before the property existed: never let pyiceberg retry behind our back.
-            with self.table.transaction() as tx:
-                tx.set_properties({"commit.retry.num-retries": "0"})
+        wanted = spec.properties
+        stale = {k: v for k, v in wanted.items() if self.table.properties.get(k) != v}
+        if stale:
+            # Tables created before a property existed or changed (never let pyiceberg retry behind our
+            # back; merge manifests early): bring them in line once. A concurrent writer doing the same wins.
+            try:
+                with self.table.transaction() as tx:
+                    tx.set_properties(stale)
+            except CommitFailedException:
+                self.table.refresh()
         self._expire_every = expire_every_commits
         self._keep = keep_snapshots
         self._commits = 0

@@ -26,7 +26,10 @@ STREAMING_PROPERTIES: dict[str, str] = {
     # re-check recorded offsets first, so every writer of a streaming table retries itself.
     "commit.retry.num-retries": "0",
     "commit.manifest-merge.enabled": "true",
-    "commit.manifest.min-count-to-merge": "50",
+    # Merge as soon as 4 manifests pile up: a correction's copy-on-write delete reads every manifest, and a
+    # silver commit of 20k rows with 1% corrections took 0.58 s at 50, 0.32 s at 4 (0.20 / 0.16 s without
+    # corrections).
+    "commit.manifest.min-count-to-merge": "4",
     "write.metadata.delete-after-commit.enabled": "true",
     "write.metadata.previous-versions-max": "20",
     "history.expire.min-snapshots-to-keep": "20",

@@ -161,3 +161,12 @@ def test_a_dead_letter_of_a_failed_batch_is_not_skipped_by_the_next_batch(catalo
     # re-read from the beginning: both dead letters land
     assert dead.commit(TOPIC, {0: (None, 30)}, pa.concat_tables([_rows(0, range(5, 6)), _rows(0, range(25, 26))]), gate=bronze)
     assert sorted(dead.table.scan().to_arrow()["kafka_offset"].to_pylist()) == [5, 25]
+
+
+def test_a_table_created_with_older_properties_is_brought_in_line(catalog) -> None:  # type: ignore[no-untyped-def]
+    table = LedgerTable(catalog, DEAD_LETTERS).table
+    with table.transaction() as tx:  # as an older release left it
+        tx.set_properties({"commit.manifest.min-count-to-merge": "50", "commit.retry.num-retries": "4"})
+    again = LedgerTable(catalog, DEAD_LETTERS).table
+    assert again.properties["commit.manifest.min-count-to-merge"] == DEAD_LETTERS.properties["commit.manifest.min-count-to-merge"]
+    assert again.properties["commit.retry.num-retries"] == "0"
