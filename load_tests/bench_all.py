@@ -77,6 +77,13 @@ def _cell(value: Any) -> str:
     return "–" if value is None else str(value)
 
 
+def _heading(title: str, report: dict[str, Any]) -> str:
+    """A section's title with the command that reproduces it, when it ran and the load it ran under."""
+    load = report.get("load_average_1m_at_end")
+    under = f", load {load:.1f}" if isinstance(load, (int, float)) else ""
+    return f"## {title} (`{report.get('command', '?')}`, {report.get('measured_at', '?')}{under})"
+
+
 def render(failures: dict[str, str] | None = None) -> str:
     replay, ingest, gold, fresh = (_load(n) for n in ("bench_replay", "bench_ingest", "bench_gold", "bench_freshness"))
     # bench_peers.json, plus any other run kept beside it (e.g. --defaults --json reports/bench_peers_defaults.json)
@@ -124,7 +131,7 @@ def render(failures: dict[str, str] | None = None) -> str:
     out.append("")
 
     if replay:
-        out += [f"## Replay (`{replay['command']}`, {replay['measured_at']}, load {replay.get('load_average_1m_at_end', float('nan')):.1f})", "",
+        out += [_heading("Replay", replay), "",
                 "Publishing to the raw topics through `simulator.replay` (column-wise Avro, large lz4 batches), counted",
                 "until every message is acknowledged. The generator-fed path is bounded by the generator, which makes",
                 "records one at a time; load tests replay history files (`ticklake replay --from DIR`).", "",
@@ -134,7 +141,7 @@ def render(failures: dict[str, str] | None = None) -> str:
                        f"{_num(r['offered_msg_per_s'] or None)} |")  # fmt: skip
         out.append("")
     if ingest:
-        out += [f"## Ingest, one worker (`{ingest['command']}`, {ingest['measured_at']}, load {ingest.get('load_average_1m_at_end', float('nan')):.1f})", "",
+        out += [_heading("Ingest, one worker", ingest), "",
                 "From the first consumed message to the last commit, on a pre-filled `raw.trades`; the bare limit is",
                 "batch consume + batch decode + Parquet write in the same run, no catalog.", "",
                 "| pipeline | msg/s | of bare limit | commits | p50 commit | p99 commit |", "| --- | ---: | ---: | ---: | ---: | ---: |",
@@ -144,7 +151,7 @@ def render(failures: dict[str, str] | None = None) -> str:
                        f"{_num(r['p50_commit_s'], '.3f')} s | {_num(r['p99_commit_s'], '.3f')} s |")  # fmt: skip
         out.append("")
     for peers in all_peers:
-        out += [f"## Against Apache Iceberg's Kafka Connect sink (`{peers['command']}`, {peers['measured_at']}, load {peers.get('load_average_1m_at_end', float('nan')):.1f})", "",
+        out += [_heading("Against Apache Iceberg's Kafka Connect sink", peers), "",
                 f"{peers['trades']:,} distinct trades pre-filled once (Avro for TickLake, JSON for the sink), each engine",
                 "launched on an empty lake and run until every row is visible: the sink's one table; TickLake's bronze",
                 "*and* silver (rules, dedupe). rows/s and CPU include start-up; CPU and peak RSS cover the whole process",
@@ -168,7 +175,7 @@ def render(failures: dict[str, str] | None = None) -> str:
                 out += [(f"**Data path.** Faust's own consumer path reached {value:.2f}× the batch path's rows/s at "
                          f"{cpu:.1f}× its CPU per row ({verdict})."), ""]  # fmt: skip
     if fresh:
-        out += [f"## Freshness (`{fresh['command']}`, {fresh['measured_at']}, load {fresh.get('load_average_1m_at_end', float('nan')):.1f})", "",
+        out += [_heading("Freshness", fresh), "",
                 (f"A generated trading day ({fresh['messages']:,} messages) offered at a sustained {fresh['rate']:,.0f} msg/s"
                  if fresh.get("shape") == "flat" else
                  f"A generated trading day ({fresh['messages']:,} messages) replayed at {fresh['speed']:.1f}× its market time "
@@ -184,15 +191,26 @@ def render(failures: dict[str, str] | None = None) -> str:
         out += [f"| whole run | {_num(fresh['offered_msg_s']['mean'])} (peak {_num(fresh['offered_msg_s']['peak'])}) | "
                 f"{_num(fresh['achieved_msg_s']['mean'])} | {_seconds(f['p50'])} | {_seconds(f['p99'])} | {_seconds(f['max'])} |", ""]  # fmt: skip
     if gold:
-        load = gold.get("load_average_1m_at_end", float("nan"))
-        out += [f"## Gold (`{gold.get('command', 'python -m load_tests.bench_gold')}`, {gold.get('measured_at', '?')}, load {load:.1f})", ""]
+        out += [_heading("Gold", {"command": "python -m load_tests.bench_gold", **gold}), ""]
         dagster, duck = gold.get("steps_dagster_s", {}), gold.get("steps_duckdb_s", {})
+        rounds = gold.get("each_round") or []
+        if rounds:
+            out += [f"One gold day of {gold.get('trades', 0):,} trades; median of {len(rounds)} rounds, alternating which side "
+                    f"goes first; ratio {gold['ratio']:.2f}× wall and {gold.get('cpu_ratio', float('nan')):.2f}× CPU (median of",
+                    "the rounds' ratios: each round pairs both sides under the same load).", ""]  # fmt: skip
         if dagster or duck:
-            out += [f"One gold day of {gold.get('trades', 0):,} trades.", "", "| step | Dagster + Iceberg | DuckDB on Parquet |",
-                    "| --- | ---: | ---: |"]  # fmt: skip
+            out += ["| step | Dagster + Iceberg | DuckDB on Parquet |", "| --- | ---: | ---: |"]
             for step in dict.fromkeys([*dagster, *duck]):
                 out.append(f"| {step} | {_seconds(dagster.get(step))} | {_seconds(duck.get(step))} |")
-            out += [f"| whole day | {_seconds(gold.get('dagster_iceberg_s'))} | {_seconds(gold.get('duckdb_parquet_s'))} |", ""]
+            out.append(f"| whole day | {_seconds(gold.get('dagster_iceberg_s'))} | {_seconds(gold.get('duckdb_parquet_s'))} |")
+            if "dagster_cpu_s" in gold:
+                out.append(f"| whole day, CPU seconds (all threads) | {_seconds(gold['dagster_cpu_s'])} | {_seconds(gold['duckdb_cpu_s'])} |")
+            out.append("")
+            if rounds:
+                each = "; ".join(f"{r['dagster_iceberg_s']:.2f} / {r['duckdb_parquet_s']:.2f} ({r['ratio']:.2f}×, {r['load_average_1m']:.1f})"
+                                 for r in rounds)  # fmt: skip
+                out += ["Wall time of a round swings by up to 2× when other work competes for the two cores; the CPU ratio",
+                        f"is the steadier figure. Each round (wall s, Dagster / DuckDB, ratio, load): {each}.", ""]  # fmt: skip
         else:
             out += ["```", json.dumps(gold, indent=2), "```", ""]
     elif (REPORTS / "bench_gold.txt").exists():
@@ -204,7 +222,7 @@ def render(failures: dict[str, str] | None = None) -> str:
         if other.stem in known or other.stem.startswith("bench_peers"):
             continue
         data = json.loads(other.read_text())
-        out += [f"## {other.stem} (`{data.get('command', '?')}`, {data.get('measured_at', '?')})", ""]
+        out += [_heading(other.stem, data), ""]
         runs = data.get("runs")
         if isinstance(runs, list) and runs and all(isinstance(r, dict) for r in runs):
             keys = list(dict.fromkeys(k for r in runs for k in r))
