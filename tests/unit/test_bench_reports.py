@@ -46,8 +46,18 @@ def test_page_renders_what_exists_and_names_failures(tmp_path: Path, monkeypatch
     (tmp_path / "bench_gold.json").write_text(json.dumps({
         "trades": 5_000_000, "dagster_iceberg_s": 6.0, "duckdb_parquet_s": 5.0, "ratio": 1.2,
         "steps_dagster_s": {"gold.a": 6.0}, "steps_duckdb_s": {"gold.a": 5.0}}))  # fmt: skip
+    minute = {"minute": 0, "freshness_p50_s": 1.1, "freshness_p99_s": 2.5, "freshness_max_s": 2.6,
+              "offered_msg_s": 20_000.0, "achieved_msg_s": 19_900.0}  # fmt: skip
+    (tmp_path / "bench_freshness.json").write_text(json.dumps({
+        "command": "python -m load_tests.bench_freshness", "measured_at": "x", "rate": 20_000, "shape": "flat",
+        "workers": 1, "duplicates": 0.05, "corrections": 0.01, "messages": 2_400_000, "speed": 1.0,
+        "freshness_s": {"p50": 1.2, "p99": 2.4, "max": 2.6}, "offered_msg_s": {"mean": 20_000.0, "peak": 20_010.0},
+        "achieved_msg_s": {"mean": 19_990.0}, "per_minute": [minute, {**minute, "minute": 1, "freshness_p99_s": 1.9}]}))  # fmt: skip
     page = bench_all.render({"bench_gold": "exit 1: boom"})
-    assert "| gold day through Dagster + Iceberg vs DuckDB on Parquet | 1.20×, 6.0 s vs 5.0 s | ≤ 1.2× and ≤ 8 s |" in page
+    assert ("| freshness at a sustained 20,000 msg/s (1% corrections, 5% duplicates), 1 worker | p99 2.40 s "
+            "(worst minute 2.50 s), p50 1.20 s | p99 ≤ 2 s |") in page
+    assert "| 1 | 20,000 | 19,900 | 1.10 s | 1.90 s | 2.60 s |" in page
+    assert "| gold day through Dagster + Iceberg vs DuckDB on Parquet | wall 1.20×, 6.0 s vs 5.0 s | ≤ 1.2× and ≤ 8 s |" in page
     assert "| whole day | 6.00 s | 5.00 s |" in page
     assert "| ticklake/iceberg-sink@5s rows per CPU-second (1,000,000 trades) | 5.00× | ≥ 4× |" in page
     assert "| ticklake | 5 s | 1,000,000 | 10.0 | 100,000 | 6.0 | 300 MiB | 10 | 20 | 5.5 s |" in page
