@@ -232,6 +232,9 @@ def render(failures: dict[str, str] | None = None) -> str:
             out.append("")
         else:
             out += ["```", json.dumps(data, indent=2), "```", ""]
+    notes = REPO_ROOT / "load_tests" / "performance_notes.md"
+    if notes.exists():
+        out += [notes.read_text().rstrip(), ""]
     for bench, why in (failures or {}).items():
         out += [f"**{bench} failed in this run** (figures above may be older):", "", "```", why, "```", ""]
     return "\n".join(out)
