@@ -29,7 +29,7 @@ import psutil
 from schemas.settings import REPO_ROOT, Settings
 from stream_workers import broker
 from stream_workers.parts import iceberg_rest, postgres, s3proxy
-from stream_workers.parts.process import PartError, alive_process, launch, stop_process, tail
+from stream_workers.parts.process import PartError, alive_process, launch, port_in_use, stop_process, tail, wait_ready
 
 DEFAULT_ROOT = REPO_ROOT / ".lake" / "production"
 BIN = Path(sys.executable).parent  # ticklake, dagster-webserver, dagster-daemon of this venv
@@ -42,6 +42,7 @@ class StackPorts:
     rest: int = 8181
     kafka: int = 9192  # controller: kafka + 1
     dagster: int = 3000
+    dagster_code: int = 4267  # the code server the webserver and daemon share
     worker_metrics: int = 9110  # worker i serves /metrics on worker_metrics + i
 
 
@@ -156,7 +157,21 @@ def up(stack: ProductionStack, *, replay_trades: int, days: tuple[dt.date, dt.da
         raise PartError(f"preparing DAGSTER_HOME failed: {(home.stderr.strip().splitlines() or ['no output'])[-1]}", home.stderr[-2000:])
     dagster_dir = stack.root / "dagster"
     dagster_dir.mkdir(parents=True, exist_ok=True)
-    workspace = str(REPO_ROOT / "control_plane" / "workspace.yaml")
+    # One long-lived code server for webserver and daemon (control_plane/workspace.server.yaml explains why:
+    # with a python_module workspace the daemon re-imports the control plane every minute).
+    code_port = stack.ports.dagster_code
+    code_log = dagster_dir / "code_server.log"
+    state["dagster_code_server"] = _ensure(state.get("dagster_code_server"), [
+        str(BIN / "dagster"), "api", "grpc", "-m", "control_plane.definitions", "-a", "defs", "--location-name", "ticklake",
+        "-h", "127.0.0.1", "-p", str(code_port)], REPO_ROOT, code_log, env)  # fmt: skip
+    _save_state(stack, state)
+    code_server = _same_process(state["dagster_code_server"])
+    wait_ready(lambda: port_in_use("127.0.0.1", code_port), what="the Dagster code server", timeout_s=120,
+               alive=lambda: code_server is not None and code_server.is_running(), log_file=code_log)  # fmt: skip
+    workspace_file = dagster_dir / "workspace.yaml"
+    workspace_file.write_text(f"load_from:\n  - grpc_server:\n      host: 127.0.0.1\n      port: {code_port}\n"
+                              "      location_name: ticklake\n")  # fmt: skip
+    workspace = str(workspace_file)
     state["dagster_webserver"] = _ensure(state.get("dagster_webserver"), [str(BIN / "dagster-webserver"), "-w", workspace, "-h", "127.0.0.1",
                                          "-p", str(stack.ports.dagster)], REPO_ROOT, dagster_dir / "webserver.log", env)
     state["dagster_daemon"] = _ensure(state.get("dagster_daemon"), [str(BIN / "dagster-daemon"), "run", "-w", workspace], REPO_ROOT,
@@ -172,7 +187,7 @@ def down(stack: ProductionStack) -> list[str]:
     """Stop what ``up`` started, by the pids in ``stack.json``, workers first, PostgreSQL last; the lines said."""
     state = _load_state(stack)
     said: list[str] = []
-    for name in [n for n in state if n.startswith("worker-")] + ["dagster_daemon", "dagster_webserver"]:
+    for name in [n for n in state if n.startswith("worker-")] + ["dagster_daemon", "dagster_webserver", "dagster_code_server"]:
         process = _same_process(state.get(name))
         if process is not None:
             stop_process(process, timeout_s=30)
@@ -295,7 +310,7 @@ def _step(stack: ProductionStack, name: str, command: list[str], env: dict[str, 
 
 def _stack_from_args(args: argparse.Namespace) -> ProductionStack:
     ports = StackPorts(postgres=args.pg_port, s3=args.s3_port, rest=args.rest_port, kafka=args.kafka_port,
-                       dagster=args.dagster_port, worker_metrics=args.metrics_port)
+                       dagster=args.dagster_port, dagster_code=args.dagster_code_port, worker_metrics=args.metrics_port)
     return ProductionStack(root=Path(args.root).resolve(), ports=ports, catalog=args.catalog, workers=args.workers)
 
 
@@ -369,7 +384,7 @@ def add_stack_commands(subcommands: argparse._SubParsersAction[argparse.Argument
                             help="Iceberg catalog: the REST server (JDBC store on PostgreSQL) or pyiceberg's SQL catalog on PostgreSQL")
         action.add_argument("--workers", type=int, default=3, help="stream worker processes (default 3)")
         for flag, default in (("--pg-port", 5433), ("--s3-port", 9400), ("--rest-port", 8181), ("--kafka-port", 9192),
-                              ("--dagster-port", 3000), ("--metrics-port", 9110)):
+                              ("--dagster-port", 3000), ("--dagster-code-port", 4267), ("--metrics-port", 9110)):
             action.add_argument(flag, type=int, default=default, help=f"(default {default})")
         if name == "up":
             action.add_argument("--profile", default="production", help="only `production` (the embedded one is deploy/run-main.sh)")
