@@ -108,38 +108,37 @@ def _label(proc: psutil.Process) -> str:
     return cmd[:60]
 
 
-def tree_cpu(roots: list[psutil.Process], seen: dict[tuple[int, float], float]) -> None:
-    """Record the current CPU seconds of each root and every descendant (keyed by pid and start time)."""
+def _trees(roots: list[psutil.Process]) -> Iterator[psutil.Process]:
+    """Each root and every descendant it has now (roots that are gone are skipped)."""
     for root in roots:
         try:
-            tree = [root, *root.children(recursive=True)]
+            yield from [root, *root.children(recursive=True)]
         except psutil.Error:
             continue
-        for proc in tree:
-            try:
-                times = proc.cpu_times()
-                key = (proc.pid, proc.create_time())
-                seen[key] = times.user + times.system
-                if key not in LABELS:
-                    LABELS[key] = _label(proc)
-            except psutil.Error:
-                pass
+
+
+def tree_cpu(roots: list[psutil.Process], seen: dict[tuple[int, float], float]) -> None:
+    """Record the current CPU seconds of each root and every descendant (keyed by pid and start time)."""
+    for proc in _trees(roots):
+        try:
+            times = proc.cpu_times()
+            key = (proc.pid, proc.create_time())
+            seen[key] = times.user + times.system
+            if key not in LABELS:
+                LABELS[key] = _label(proc)
+        except psutil.Error:
+            pass
 
 
 def rss_mb(roots: list[psutil.Process]) -> dict[str, float]:
     """Resident memory by kind of process, now (a long-lived code server must not grow)."""
     found: dict[str, float] = {}
-    for root in roots:
+    for proc in _trees(roots):
         try:
-            tree = [root, *root.children(recursive=True)]
+            label = _label(proc)
+            found[label] = round(found.get(label, 0.0) + proc.memory_info().rss / 2**20, 1)
         except psutil.Error:
-            continue
-        for proc in tree:
-            try:
-                label = _label(proc)
-                found[label] = round(found.get(label, 0.0) + proc.memory_info().rss / 2**20, 1)
-            except psutil.Error:
-                pass
+            pass
     return found
 
 
