@@ -202,12 +202,9 @@ class StreamWorker:
         return self.sinks[topic].decode(buf)
 
     def _commit(self, topic: str, buf: RawMessages, span: Span, decoded: DecodedBatch) -> FlushResult:
-        """On the topic's committer thread: one batch into its tables, then its memory back to the system."""
-        try:
-            return self.sinks[topic].commit_batch(buf, span, decoded)
-        finally:
-            del buf, decoded
-            release_freed_memory()
+        """On the topic's committer thread: one batch into its tables (its memory is released by the
+        flusher once nothing refers to the batch any more)."""
+        return self.sinks[topic].commit_batch(buf, span, decoded)
 
     def _take(self, batch: list[Message], now: float) -> None:
         """Buffer one consume() result a run of one partition at a time (no per-message branches).
@@ -734,6 +731,7 @@ class _Flusher:
                 except BaseException as exc:  # handed to the consumer thread, which decides
                     outcome = exc
             del buf, result
+            release_freed_memory()  # the batch is dropped now: hand its pages back to the system
             self._done.put((topic, outcome))
             jobs.task_done()
 
