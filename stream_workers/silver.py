@@ -50,6 +50,11 @@ _EPOCH = dt.date(1970, 1, 1)
 MAX_HISTORY_DAYS = 14  # older days loaded on demand, least recently used dropped first
 
 
+def _pack(event_us: np.ndarray, days: np.ndarray) -> list[int]:
+    """(event time µs, day number) pairs as the index's values: one int, the time in the high bits."""
+    return [(t << _DAY_BITS) | d for t, d in zip(event_us.tolist(), days.tolist(), strict=True)]
+
+
 def _day_number(day: dt.date) -> int:
     return (day - _EPOCH).days
 
@@ -118,8 +123,7 @@ class SilverIndex:
         order = np.lexsort((-np.arange(len(event)), event))
         keys = self.keys_of(rows)
         ordered = list(map(keys.__getitem__, order.tolist()))
-        packed = [(t << _DAY_BITS) | d for t, d in zip(event[order].tolist(), day[order].tolist(), strict=True)]
-        incoming = dict(zip(ordered, packed, strict=True))
+        incoming = dict(zip(ordered, _pack(event[order], day[order]), strict=True))
         latest = self.latest
         if latest:
             held = list(map(latest.get, incoming))
@@ -282,11 +286,7 @@ def plan_silver(rows: pa.Table, index: SilverIndex) -> SilverPlan:
     if not (rows["event_timestamp"].null_count or rows["trade_date"].null_count):
         day = pc.cast(rows["trade_date"], pa.int32()).to_numpy()
         kept_rows = candidates[kept]
-        index_updates = dict(zip(
-            map(best_keys.__getitem__, kept.tolist()),
-            [(t << _DAY_BITS) | d for t, d in zip(event_us[kept_rows].tolist(), day[kept_rows].tolist(), strict=True)],
-            strict=True,
-        ))  # fmt: skip
+        index_updates = dict(zip(map(best_keys.__getitem__, kept.tolist()), _pack(event_us[kept_rows], day[kept_rows]), strict=True))
     for j in np.flatnonzero(newer).tolist():
         h = held[j]
         assert h is not None
