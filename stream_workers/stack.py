@@ -168,10 +168,7 @@ def up(stack: ProductionStack, *, replay_trades: int, days: tuple[dt.date, dt.da
     code_server = _same_process(state["dagster_code_server"])
     wait_ready(lambda: port_in_use("127.0.0.1", code_port), what="the Dagster code server", timeout_s=120,
                alive=lambda: code_server is not None and code_server.is_running(), log_file=code_log)  # fmt: skip
-    workspace_file = dagster_dir / "workspace.yaml"
-    workspace_file.write_text(f"load_from:\n  - grpc_server:\n      host: 127.0.0.1\n      port: {code_port}\n"
-                              "      location_name: ticklake\n")  # fmt: skip
-    workspace = str(workspace_file)
+    workspace = str(server_workspace(code_port, dagster_dir / "workspace.yaml"))
     state["dagster_webserver"] = _ensure(state.get("dagster_webserver"), [str(BIN / "dagster-webserver"), "-w", workspace, "-h", "127.0.0.1",
                                          "-p", str(stack.ports.dagster)], REPO_ROOT, dagster_dir / "webserver.log", env)
     state["dagster_daemon"] = _ensure(state.get("dagster_daemon"), [str(BIN / "dagster-daemon"), "run", "-w", workspace], REPO_ROOT,
@@ -181,6 +178,17 @@ def up(stack: ProductionStack, *, replay_trades: int, days: tuple[dt.date, dt.da
     if replay_trades <= 0:
         return 0
     return _main_job(stack, env, replay_trades, days, wait_s)
+
+
+def server_workspace(port: int, target: Path, repo: Path = REPO_ROOT) -> Path:
+    """``repo``'s control_plane/workspace.server.yaml with the code server's port replaced, written to ``target``."""
+    import yaml
+
+    workspace = yaml.safe_load((repo / "control_plane" / "workspace.server.yaml").read_text())
+    (entry,) = workspace["load_from"]
+    entry["grpc_server"]["port"] = port
+    target.write_text(yaml.safe_dump(workspace))
+    return target
 
 
 def down(stack: ProductionStack) -> list[str]:

@@ -36,7 +36,8 @@ from pathlib import Path
 
 import psutil
 import pyarrow as pa
-import yaml
+
+from stream_workers.stack import server_workspace
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -146,15 +147,6 @@ def free_port() -> int:
     from stream_workers.parts.process import free_ports
 
     return free_ports(1)[0]
-
-
-def server_workspace(repo: Path, port: int, target: Path) -> Path:
-    """``repo``'s workspace.server.yaml with the code server's port replaced (the measurement's own port)."""
-    workspace = yaml.safe_load((repo / "control_plane" / "workspace.server.yaml").read_text())
-    (entry,) = workspace["load_from"]
-    entry["grpc_server"]["port"] = port
-    target.write_text(yaml.safe_dump(workspace))
-    return target
 
 
 def wait_code_server(port: int, proc: subprocess.Popen[str] | subprocess.Popen[bytes], timeout_s: float = 180.0) -> None:
@@ -275,7 +267,7 @@ def _measure_control_plane(repo: Path, warmup: float, minutes: float, env: dict[
                  "--location-name", "ticklake", "-h", "127.0.0.1", "-p", str(port), "--log-level", "warning"],
                 env, repo, logs[-1]))
             wait_code_server(port, wrappers[0])
-            workspace_file = str(server_workspace(repo, port, workdir / "workspace.yaml"))
+            workspace_file = str(server_workspace(port, workdir / "workspace.yaml", repo))
         else:
             workspace_file = "control_plane/workspace.yaml"
         logs.append(workdir / "daemon.log")

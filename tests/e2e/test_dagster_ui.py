@@ -24,7 +24,8 @@ import pytest
 import requests
 
 from schemas.tables.silver import SILVER_ORDERBOOK, SILVER_TRADES
-from tests.e2e.daemon_cpu import server_workspace, wait_code_server
+from stream_workers.stack import server_workspace
+from tests.e2e.daemon_cpu import wait_code_server
 from tests.unit.control_plane import gold_days as g
 from tests.unit.control_plane.lakes import NO_BROKER, append, make_lake
 
@@ -87,7 +88,7 @@ def dagster_ui(tmp_path: Path) -> Iterator[str]:
     logs = tmp_path / "logs"
     logs.mkdir()
     # The Procfile's code server, and workspace.server.yaml pointed at its port here.
-    workspace = str(server_workspace(REPO, code_port, tmp_path / "workspace.yaml"))
+    workspace = str(server_workspace(code_port, tmp_path / "workspace.yaml", REPO))
     commands = {
         "code_server": [str(BIN / "dagster"), "api", "grpc", "-m", "control_plane.definitions", "-a", "defs",
                         "--location-name", "ticklake", "-h", "127.0.0.1", "-p", str(code_port)],

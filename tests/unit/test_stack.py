@@ -54,3 +54,15 @@ def test_a_recorded_pid_that_now_belongs_to_another_process_is_not_ours(tmp_path
 def test_stack_up_validates_its_arguments(argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main([*argv, "--root", str(tmp_path / "prod")]) == 1
     assert message in capsys.readouterr().err
+
+
+def test_the_stack_workspace_is_the_shipped_server_workspace_on_its_own_port(tmp_path: Path) -> None:
+    import yaml
+
+    from schemas.settings import REPO_ROOT
+    from stream_workers.stack import server_workspace
+
+    shipped = yaml.safe_load((REPO_ROOT / "control_plane" / "workspace.server.yaml").read_text())
+    written = yaml.safe_load(server_workspace(14267, tmp_path / "workspace.yaml").read_text())
+    shipped["load_from"][0]["grpc_server"]["port"] = 14267
+    assert written == shipped
