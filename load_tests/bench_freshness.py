@@ -8,9 +8,13 @@ One process does it all on this machine: a broker (the one at KAFKA_BOOTSTRAP_SE
 else a temporary one), fresh raw topics, an empty lake, ``--workers`` ``ticklake worker`` processes at their
 default settings, and a generated trading day (``--duplicates`` and ``--corrections`` of the trades) replayed
 by ``load_tests.scenario`` at a sustained ``--rate`` msg/s (``--shape flat``), or at the speed that offers
-``--rate`` on average with the day's own bursts on top (``--shape day``: 3-4x at the open). Freshness is the scenario's time lag: how long ago the newest message a table committed was
-published, sampled every ``--sample-every`` seconds (2), worst table. Writes ``reports/bench_freshness.json`` (and the scenario's own
-``reports/bench-freshness.json/.png`` with every sample).
+``--rate`` on average with the day's own bursts on top (``--shape day``: 3-4x at the open).
+
+Freshness is produce → visible, per message (``load_tests.visibility``): when the commit holding a message
+was first seen in its table (the catalog polled every ``--visible-poll`` s, the measure's resolution)
+minus the message's Kafka CreateTime; the headline is the worst silver table, bronze is reported apart.
+The older sampled *time lag* (worst table, every ``--sample-every`` s) is printed beside it. Writes
+``reports/bench_freshness.json`` (and the scenario's own ``reports/bench-freshness.json/.png`` with every sample).
 """
 
 from __future__ import annotations
@@ -51,6 +55,47 @@ def history_span(path: Path) -> tuple[int, float]:
     return count, max(last - first, 1.0)
 
 
+def _s(value: float | None) -> str:
+    return "     –" if value is None else f"{value:>6.2f}"
+
+
+def print_figures(summary: dict, workers: int) -> None:
+    """The per-minute table (produce → visible, silver and bronze worst table; the sampled time lag) and the run's totals."""
+    print(f"\n{'':>6} {'':>10} {'':>11}  {'produce → visible, silver':<30} {'… bronze':<20}  time lag (sampled)")
+    print(f"{'minute':>6} {'offered/s':>10} {'achieved/s':>11}  {'p50':>6} {'p99':>6} {'max':>6} {'worst':<10} "
+          f"{'p50':>6} {'p99':>6} {'max':>6}  {'p50':>6} {'p99':>6} {'max':>6}")  # fmt: skip
+    for m in summary["per_minute"]:
+        worst = (m.get("silver_worst_table") or "–").split(".")[-1][:10]
+        print(f"{m['minute']:>6} {m['offered_msg_s'] or 0:>10,.0f} {m['achieved_msg_s'] or 0:>11,.0f}  "
+              f"{_s(m.get('silver_p50_s'))} {_s(m.get('silver_p99_s'))} {_s(m.get('silver_max_s'))} {worst:<10} "
+              f"{_s(m.get('bronze_p50_s'))} {_s(m.get('bronze_p99_s'))} {_s(m.get('bronze_max_s'))}  "
+              f"{_s(m['time_lag_p50_s'])} {_s(m['time_lag_p99_s'])} {_s(m['time_lag_max_s'])}")  # fmt: skip
+    visible = summary.get("visible")
+    if visible:
+        print("\nproduce → visible per table, whole run (s; lower bound: the snapshot's own timestamp or the poll before):")
+        print(f"{'table':<27} {'messages':>10} {'p50':>6} {'p99':>6} {'max':>6} {'mean':>6}  {'lower p50':>9} {'lower p99':>9}  not visible")
+        for layer in ("silver", "bronze"):
+            if layer not in visible:
+                continue
+            rows = [*visible[layer]["tables"].items(), (f"{layer} (all rows)", visible[layer]["all_rows"])]
+            for table, r in rows:
+                o, lo = r["overall"], r["lower_bound"]
+                print(f"{table:<27} {r['messages']:>10,} {_s(o['p50'])} {_s(o['p99'])} {_s(o['max'])} {_s(o['mean'])}  "
+                      f"{_s(lo['p50']):>9} {_s(lo['p99']):>9}  {r['not_visible']:,}")  # fmt: skip
+        res = visible["resolution"]
+        print(f"resolution: catalog polled every {res['poll_interval_s']} s (gaps p50 {res['poll_gap_p50_s'] or 0:.3f} s, "
+              f"max {res['poll_gap_max_s'] or 0:.3f} s, {res['failed_polls']} failed polls); "
+              f"timestamps {visible['timestamp_types']}")  # fmt: skip
+    fresh, lag = summary["freshness_s"], summary["time_lag_s"]
+    head = "not measured" if not fresh else (f"p50 {fresh['p50']:.2f} s, p99 {fresh['p99']:.2f} s ({fresh['p99_table']}), "
+                                             f"max {fresh['max']:.2f} s ({fresh['max_table']})")  # fmt: skip
+    print(f"\nwhole run: produce → visible in silver (worst table) {head}; "
+          f"time lag (sampled) p50 {lag['p50']:.2f} s, p99 {lag['p99']:.2f} s; "
+          f"offered {summary['offered_msg_s']['mean'] or 0:,.0f} msg/s (peak {summary['offered_msg_s']['peak']:,.0f}), "
+          f"achieved {summary['achieved_msg_s']['mean'] or 0:,.0f} msg/s; {workers} worker(s); "
+          f"load average {os.getloadavg()[0]:.2f}")  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m load_tests.bench_freshness", description=__doc__.split("\n\n")[0])
     parser.add_argument("--rate", type=float, default=20_000, help="mean offered msg/s")
@@ -60,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--duplicates", type=float, default=0.05)
     parser.add_argument("--corrections", type=float, default=0.01)
-    parser.add_argument("--sample-every", type=float, default=2.0, help="seconds between the scenario's samples")
+    parser.add_argument("--sample-every", type=float, default=2.0, help="seconds between the scenario's samples (time lag)")
+    parser.add_argument("--visible-poll", type=float, default=0.2, help="seconds between catalog polls (produce → visible)")
     parser.add_argument("--json", type=Path, default=REPORT)
     parser.add_argument("--keep", action="store_true", help="keep the lake, history and worker logs (printed)")
     parser.add_argument("--worker-env", action="append", default=[], metavar="KEY=VALUE", help="extra worker settings")
@@ -108,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
                    "--speed", f"{speed:.3f}", "--quiet", "--drain-timeout", "300",
                    # Heads are known only at the samples (interpolated in between): for a sparse, bursty topic
                    # the figure depends on the interval; sampling itself costs the machine CPU.
-                   "--sample-every", str(args.sample_every)]  # fmt: skip
+                   "--sample-every", str(args.sample_every), "--visible-poll", str(args.visible_poll)]  # fmt: skip
         if args.shape == "flat":
             command += ["--rate", f"{args.rate:g}"]
         for port in ports:
@@ -121,22 +167,16 @@ def main(argv: list[str] | None = None) -> int:
         scenario = json.loads((REPO_ROOT / "reports" / f"{SCENARIO_NAME}.json").read_text())
         summary = scenario["summary"]
         minutes = summary["per_minute"]
-        print(f"\n{'minute':>6} {'offered/s':>10} {'achieved/s':>11} {'p50 s':>6} {'p99 s':>6} {'max s':>6}")
-        for m in minutes:
-            print(f"{m['minute']:>6} {m['offered_msg_s'] or 0:>10,.0f} {m['achieved_msg_s'] or 0:>11,.0f} "
-                  f"{m['freshness_p50_s']:>6.2f} {m['freshness_p99_s']:>6.2f} {m['freshness_max_s']:>6.2f}")  # fmt: skip
-        fresh = summary["freshness_s"]
-        print(f"\nwhole run: freshness p50 {fresh['p50']:.2f} s, p99 {fresh['p99']:.2f} s, max {fresh['max']:.2f} s; "
-              f"offered {summary['offered_msg_s']['mean']:,.0f} msg/s (peak {summary['offered_msg_s']['peak']:,.0f}), "
-              f"achieved {summary['achieved_msg_s']['mean']:,.0f} msg/s; {args.workers} worker(s)")  # fmt: skip
+        print_figures(summary, args.workers)
         report = {
             "command": "python -m load_tests.bench_freshness " + " ".join(argv if argv is not None else sys.argv[1:]),
             "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "machine_cpus": os.cpu_count(), "load_average_1m_at_end": os.getloadavg()[0],
             "rate": args.rate, "shape": args.shape, "workers": args.workers, "duplicates": args.duplicates, "corrections": args.corrections,
             "messages": messages, "speed": speed, "seconds": elapsed, "scenario_exit_code": code,
-            "drained": summary["drained"], "freshness_s": fresh, "offered_msg_s": summary["offered_msg_s"],
-            "achieved_msg_s": summary["achieved_msg_s"], "lag": summary["lag"],
+            "drained": summary["drained"], "freshness_s": summary["freshness_s"], "visible": summary["visible"],
+            "time_lag_s": summary["time_lag_s"], "sample_every_s": args.sample_every,
+            "offered_msg_s": summary["offered_msg_s"], "achieved_msg_s": summary["achieved_msg_s"], "lag": summary["lag"],
             "commit_latency_s": summary["commit_latency_s"], "per_minute": minutes,
         }  # fmt: skip
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -9,9 +9,14 @@ has drained, it writes ``reports/<name>.json`` and ``reports/<name>.png``::
 
     python -m load_tests.scenario --name day-20x --day 2024-01-02 --speed 20 --trades 400000
 
-Freshness here is a time lag: how long ago the newest message a table has committed was published
-(0 when the table holds everything published). Event-time freshness would be meaningless for a replay
-of historical timestamps.
+Freshness is produce → visible, per message (``load_tests.visibility``): the time the commit holding a
+message became visible in its table (the catalog polled every ``--visible-poll`` s) minus the message's
+Kafka timestamp (CreateTime, stamped when the replay hands it to the producer); p50/p99/max per table,
+for the worst table and for all rows, overall and per minute of produce time, bronze and silver apart.
+The older *time lag*, sampled with the rest every ``--sample-every`` s (how long ago the newest message a
+table has committed was published, interpolated between samples of the high watermarks), is kept beside
+it; it reads near the sampling interval for sparse topics. Event-time freshness would be meaningless for
+a replay of historical timestamps.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import pyarrow.parquet as pq
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from load_tests.visibility import SnapshotWatcher, freshness_report, read_produce_times
 from schemas.offsets import recorded_offsets
 from schemas.settings import REPO_ROOT, Settings
 from schemas.tables import BRONZE_BY_TOPIC, SILVER_BY_TOPIC
@@ -60,7 +66,7 @@ class Sample:
     achieved: int  # messages every table of their topic has committed: Σ over topics of the slowest table
     lag: dict[str, int]  # table -> high watermark − recorded offset, summed over partitions
     lag_total: int  # messages not yet in every table of their topic: Σ over topics of the worst table
-    freshness_s: dict[str, float]  # table -> time lag, see the module docstring
+    freshness_s: dict[str, float]  # table -> time lag (sampled), see the module docstring
     commit_latency_s: dict[str, float] = field(default_factory=dict)  # table -> mean over the interval
     commit_latency_p99_s: dict[str, float] = field(default_factory=dict)  # table -> p99 over the interval
 
@@ -86,8 +92,13 @@ def _stats(values: Iterable[float]) -> dict[str, float | None]:
     }
 
 
-def summarize(samples: list[Sample], replay_seconds: float | None, drained_at: float | None) -> dict:
-    """The headline numbers of a run (the JSON report without its time series)."""
+def summarize(samples: list[Sample], replay_seconds: float | None, drained_at: float | None,
+              visible: dict | None = None) -> dict:  # fmt: skip
+    """The headline numbers of a run (the JSON report without its time series).
+
+    ``visible``: the produce → visible measure (``load_tests.visibility.freshness_report`` plus its
+    resolution); its silver worst table is the headline ``freshness_s``.
+    """
     times = [s.t for s in samples]
     offered_rates = _rates(times, [s.offered for s in samples])
     published_rates = _rates(times, [s.published for s in samples])
@@ -107,24 +118,45 @@ def summarize(samples: list[Sample], replay_seconds: float | None, drained_at: f
                             "peak": max(published_rates, default=0.0)},  # fmt: skip
         "achieved_msg_s": {"mean": (last.achieved / end) if last and end else None, "peak": max(achieved_rates, default=0.0)},
         "lag": {"max": max((s.lag_total for s in samples), default=0), "final": last.lag_total if last else None},
-        "freshness_s": _stats(max(s.freshness_s.values(), default=0.0) for s in samples),
+        "freshness_s": headline(visible),
+        "visible": visible,
+        "time_lag_s": _stats(max(s.freshness_s.values(), default=0.0) for s in samples),
         "commit_latency_s": _stats(v for s in samples for v in s.commit_latency_s.values()),
         "commit_latency_p99_s": _stats(v for s in samples for v in s.commit_latency_p99_s.values()),
-        "per_minute": per_minute(samples),
+        "per_minute": per_minute(samples, visible),
     }
 
 
-def per_minute(samples: list[Sample]) -> list[dict[str, float | int | None]]:
-    """Freshness p50/p99/max and the offered/achieved rates of each minute of the run."""
-    out: list[dict[str, float | int | None]] = []
-    for minute in sorted({int(s.t // 60) for s in samples}):
+def headline(visible: dict | None) -> dict[str, float | str | None] | None:
+    """Produce → visible in silver, the worst table per statistic (None when it was not measured)."""
+    if not visible or "silver" not in visible:
+        return None
+    worst = visible["silver"]["worst"]["overall"]
+    return {**worst, "mean": visible["silver"]["all_rows"]["overall"]["mean"],
+            "definition": "produce → visible in silver, per message; worst silver table per statistic"}  # fmt: skip
+
+
+def per_minute(samples: list[Sample], visible: dict | None = None) -> list[dict[str, float | int | str | None]]:
+    """Per minute of the run: produce → visible p50/p99/max (silver and bronze, worst table; minute of produce
+    time), the sampled time lag p50/p99/max (worst table; minute of the sample) and the offered/achieved rates."""
+    exact: dict[int, dict[str, float | int | str | None]] = {}
+    for layer in ("silver", "bronze"):
+        for row in ((visible or {}).get(layer) or {}).get("worst", {}).get("per_minute", []):
+            into = exact.setdefault(row["minute"], {})
+            for key in ("p50", "p99", "max"):
+                into[f"{layer}_{key}_s"] = row[key]
+            into[f"{layer}_worst_table"] = row["p99_table"]
+    out: list[dict[str, float | int | str | None]] = []
+    for minute in sorted({int(s.t // 60) for s in samples} | set(exact)):
         these = [s for s in samples if int(s.t // 60) == minute]
         times = [s.t for s in these]
-        fresh = _stats(max(s.freshness_s.values(), default=0.0) for s in these)
+        lag = _stats(max(s.freshness_s.values(), default=0.0) for s in these)
         span = times[-1] - times[0] if len(times) > 1 else 0.0
         out.append({
             "minute": minute,
-            "freshness_p50_s": fresh["p50"], "freshness_p99_s": fresh["p99"], "freshness_max_s": fresh["max"],
+            **{f"{layer}_{key}": None for layer in ("silver", "bronze") for key in ("p50_s", "p99_s", "max_s", "worst_table")},
+            **exact.get(minute, {}),
+            "time_lag_p50_s": lag["p50"], "time_lag_p99_s": lag["p99"], "time_lag_max_s": lag["max"],
             "offered_msg_s": (these[-1].offered - these[0].offered) / span if span else None,
             "achieved_msg_s": (these[-1].achieved - these[0].achieved) / span if span else None,
         })  # fmt: skip
@@ -156,7 +188,7 @@ def plot(title: str, samples: list[Sample], path: Path) -> None:
     ax.set_ylabel("msg/s")
     ax.set_title(f"{title}: offered vs achieved throughput")
     ax.legend(loc="upper right")
-    for ax, key, label in ((axes[1], "lag", "lag (messages)"), (axes[2], "freshness_s", "freshness (s)")):
+    for ax, key, label in ((axes[1], "lag", "lag (messages)"), (axes[2], "freshness_s", "time lag, sampled (s)")):
         for table in tables:
             ax.plot(times, [getattr(s, key).get(table, np.nan) for s in samples], label=table, marker=".", markersize=3)
         ax.set_ylabel(label)
@@ -336,6 +368,7 @@ class ScenarioConfig:
     rate: float = 0.0  # > 0: the history is offered at this flat rate (msg/s) instead of its timing / speed
     metrics_urls: tuple[str, ...] = ()
     sample_every_s: float = 2.0
+    visible_poll_s: float = 0.2  # catalog poll for produce → visible (0: not measured)
     drain_timeout_s: float = 300.0
     reports: Path = REPO_ROOT / "reports"
     with_silver: bool = True
@@ -372,6 +405,12 @@ def run(config: ScenarioConfig, settings: Settings) -> dict:
     lake = LakeOffsets(settings, topics, config.with_silver)
     start_marks = heads.watermarks()
     start_offsets = lake.offsets()
+    watcher = None
+    if config.visible_poll_s > 0:
+        from schemas.catalog import open_catalog
+
+        watcher = SnapshotWatcher(open_catalog(settings), lake.tables, interval_s=config.visible_poll_s)
+        watcher.start()
 
     def published_since_start(marks: dict[str, dict[int, tuple[int, int]]], topic: str | None = None) -> int:
         return sum(hi - start_marks[t][p][1] for t, parts in marks.items() if topic in (None, t) for p, (_, hi) in parts.items())
@@ -401,8 +440,10 @@ def run(config: ScenarioConfig, settings: Settings) -> dict:
     replay_seconds: float | None = None
     drained_at: float | None = None
     bar = tqdm(total=total, unit="msg", desc=config.name, disable=not config.show_progress, mininterval=0.5)
+    marks = start_marks
     with open(log_path, "w") as log:
         started = time.monotonic()
+        started_wall = time.time()
         replay = subprocess.Popen(command, shell=True, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
         try:
             while True:
@@ -444,7 +485,7 @@ def run(config: ScenarioConfig, settings: Settings) -> dict:
                 samples.append(sample)
                 bar.update(max(0, min(done, total) - bar.n))
                 bar.set_postfix(published=published, lag=behind,
-                                fresh=f"{max(freshness.values(), default=0):.1f}s")  # fmt: skip
+                                time_lag=f"{max(freshness.values(), default=0):.1f}s")  # fmt: skip
                 if replay_seconds is not None:
                     if replay.returncode != 0:
                         break
@@ -461,6 +502,21 @@ def run(config: ScenarioConfig, settings: Settings) -> dict:
             if replay.poll() is None:
                 replay.terminate()
             heads.close()
+            if watcher is not None:
+                watcher.stop()
+    visible = None
+    if watcher is not None:
+        # Every message published during the run: from the high watermarks at the start to those of the last sample
+        # (taken after the replay had ended).
+        ranges = {t: {p: (start_marks[t][p][1], hi) for p, (_, hi) in marks[t].items()} for t in topics}
+        produced, stamp_types = read_produce_times(settings.kafka_bootstrap_servers, ranges)
+        layers = {table: "bronze" if table in {BRONZE_BY_TOPIC[t].name for t in topics} else "silver" for table in lake.tables}
+        visible = {
+            **freshness_report(watcher.observations, lake.tables, layers, produced, started_wall),
+            "resolution": watcher.resolution(),
+            "timestamp_types": dict(stamp_types),
+            "poll_errors": dict(watcher.errors.most_common(5)),
+        }
     meta = {
         "name": config.name,
         "history": str(config.history),
@@ -473,10 +529,13 @@ def run(config: ScenarioConfig, settings: Settings) -> dict:
         "tables": sorted(lake.tables),
         "metrics_urls": list(config.metrics_urls),
         "sample_every_s": config.sample_every_s,
-        "freshness_definition": "seconds since the newest message a table committed was published (time lag)",
+        "visible_poll_s": config.visible_poll_s,
+        "freshness_definition": ("per message: when the commit holding it was first seen in its table's catalog entry "
+                                 "(polled every visible_poll_s) minus its Kafka timestamp (produce time)"),
+        "time_lag_definition": "seconds since the newest message a table committed was published, sampled (time lag)",
         "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
-    summary = summarize(samples, replay_seconds, drained_at)
+    summary = summarize(samples, replay_seconds, drained_at, visible)
     json_path, png_path = write_report(config.name, config.reports, meta, samples, summary)
     return {**meta, "summary": summary, "json": str(json_path), "png": str(png_path)}
 
@@ -500,6 +559,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--metrics-url", action="append", dest="metrics_urls",
                         help="a worker's /metrics (repeatable; default http://127.0.0.1:TICKLAKE_METRICS_PORT/metrics)")  # fmt: skip
     parser.add_argument("--sample-every", type=float, default=2.0, help="seconds between samples")
+    parser.add_argument("--visible-poll", type=float, default=0.2,
+                        help="seconds between catalog polls for produce → visible (0: do not measure it)")
     parser.add_argument("--drain-timeout", type=float, default=300.0, help="seconds to wait for lag 0 after the replay")
     parser.add_argument("--reports", type=Path, default=REPO_ROOT / "reports")
     parser.add_argument("--bronze-only", action="store_true", help="workers run without silver")
@@ -517,13 +578,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     metrics_urls = tuple(args.metrics_urls or [f"http://127.0.0.1:{settings.metrics_port}/metrics"])
     replay_cmd = args.replay_cmd or (FLAT_REPLAY_CMD if args.rate > 0 else DEFAULT_REPLAY_CMD)
     config = ScenarioConfig(name=name, history=history, speed=args.speed, replay_cmd=replay_cmd, rate=args.rate,
-                            metrics_urls=metrics_urls, sample_every_s=args.sample_every,
+                            metrics_urls=metrics_urls, sample_every_s=args.sample_every, visible_poll_s=args.visible_poll,
                             drain_timeout_s=args.drain_timeout, reports=args.reports,
                             with_silver=not args.bronze_only, show_progress=not args.quiet)  # fmt: skip
     report = run(config, settings)
     s = report["summary"]
     print(json.dumps({k: s[k] for k in ("drained", "duration_s", "offered_msg_s", "achieved_msg_s", "lag",
-                                        "freshness_s", "commit_latency_s")}, indent=2))  # fmt: skip
+                                        "freshness_s", "time_lag_s", "commit_latency_s")}, indent=2))  # fmt: skip
     print(f"report: {report['json']} {report['png']}")
     if report["replay_exit_code"] not in (0, None):
         print(f"replay failed (exit {report['replay_exit_code']}), see {report['replay_log']}", file=sys.stderr)

@@ -54,8 +54,9 @@ def test_page_renders_what_exists_and_names_failures(tmp_path: Path, monkeypatch
         "freshness_s": {"p50": 1.2, "p99": 2.4, "max": 2.6}, "offered_msg_s": {"mean": 20_000.0, "peak": 20_010.0},
         "achieved_msg_s": {"mean": 19_990.0}, "per_minute": [minute, {**minute, "minute": 1, "freshness_p99_s": 1.9}]}))  # fmt: skip
     page = bench_all.render({"bench_gold": "exit 1: boom"})
-    assert ("| freshness at a sustained 20,000 msg/s (1% corrections, 5% duplicates), 1 worker | p99 2.40 s "
-            "(worst minute 2.50 s), p50 1.20 s | p99 ≤ 2 s |") in page
+    # A report from before produce → visible: its figure is the sampled time lag, and says so.
+    assert ("| freshness at a sustained 20,000 msg/s (1% corrections, 5% duplicates), 1 worker: time lag, sampled every 2 s "
+            "| p99 2.40 s (worst minute 2.50 s), p50 1.20 s | p99 ≤ 2 s |") in page
     assert "| 1 | 20,000 | 19,900 | 1.10 s | 1.90 s | 2.60 s |" in page
     assert "| gold day through Dagster + Iceberg vs DuckDB on Parquet | wall 1.20×, 6.0 s vs 5.0 s | ≤ 1.2× and ≤ 8 s |" in page
     assert "| whole day | 6.00 s | 5.00 s |" in page
@@ -70,3 +71,42 @@ def test_each_at_its_default_is_compared_too() -> None:
     found = ratios(runs)
     assert found["ticklake/iceberg-sink each at its default rows/s"] == pytest.approx(15.5)
     assert found["ticklake/iceberg-sink each at its default rows per CPU-second"] == pytest.approx(5.0)
+
+
+def test_freshness_renders_produce_to_visible_first_and_the_sampled_time_lag_beside_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bench_all, "REPORTS", tmp_path)
+
+    def stats(p50: float, p99: float, top: float) -> dict[str, float | int]:
+        return {"p50": p50, "p99": p99, "max": top, "mean": p50, "min": 0.1, "count": 1000}
+
+    def table(p50: float, p99: float, top: float) -> dict[str, object]:
+        return {"messages": 1000, "not_visible": 0, "overall": stats(p50, p99, top), "lower_bound": stats(p50 - 0.1, p99 - 0.1, top),
+                "per_minute": []}  # fmt: skip
+
+    def layer(name: str, p50: float, p99: float, top: float) -> dict[str, object]:
+        worst = {"p50": p50, "p99": p99, "max": top, "p50_table": name, "p99_table": name, "max_table": name}
+        return {"tables": {name: table(p50, p99, top)}, "all_rows": table(p50, p99, top),
+                "worst": {"overall": worst, "lower_bound": worst, "per_minute": []}}  # fmt: skip
+
+    minute = {"minute": 0, "silver_p50_s": 0.9, "silver_p99_s": 1.7, "silver_max_s": 1.9, "silver_worst_table": "silver.trades",
+              "bronze_p50_s": 0.6, "bronze_p99_s": 1.2, "bronze_max_s": 1.3, "bronze_worst_table": "bronze.raw_trades",
+              "time_lag_p50_s": 1.1, "time_lag_p99_s": 2.5, "time_lag_max_s": 2.6, "offered_msg_s": 20_000.0, "achieved_msg_s": 19_900.0}  # fmt: skip
+    (tmp_path / "bench_freshness.json").write_text(json.dumps({
+        "command": "python -m load_tests.bench_freshness", "measured_at": "x", "load_average_1m_at_end": 2.5, "rate": 20_000,
+        "shape": "flat", "workers": 1, "duplicates": 0.05, "corrections": 0.01, "messages": 2_400_000, "speed": 1.0,
+        "sample_every_s": 2.0, "freshness_s": {"p50": 0.9, "p99": 1.8, "max": 2.0, "p99_table": "silver.trades"},
+        "time_lag_s": {"p50": 1.2, "p99": 2.4, "max": 2.6},
+        "visible": {"silver": layer("silver.trades", 0.9, 1.8, 2.0), "bronze": layer("bronze.raw_trades", 0.6, 1.2, 1.4),
+                    "resolution": {"poll_interval_s": 0.2, "poll_gap_p50_s": 0.21, "poll_gap_max_s": 0.6}},
+        "offered_msg_s": {"mean": 20_000.0, "peak": 20_010.0}, "achieved_msg_s": {"mean": 19_990.0},
+        "per_minute": [minute, {**minute, "minute": 1, "silver_p99_s": 1.8}]}))  # fmt: skip
+    page = bench_all.render()
+    assert ("| freshness at a sustained 20,000 msg/s (1% corrections, 5% duplicates), 1 worker: produce → visible in silver, "
+            "worst table | p99 1.80 s (worst minute 1.80 s), p50 0.90 s, max 2.00 s; sampled time lag p99 2.40 s "
+            "(worst minute 2.50 s), p50 1.20 s | p99 ≤ 2 s |") in page  # fmt: skip
+    assert "| 1 | 20,000 | 19,900 | 0.90 s | 1.80 s | 1.90 s | 0.60 s | 1.20 s | 1.30 s | 1.10 s | 2.50 s | 2.60 s |" in page
+    assert "| whole run | 20,000 (peak 20,010) | 19,990 | 0.90 s | 1.80 s | 2.00 s | 0.60 s | 1.20 s | 1.40 s | 1.20 s | 2.40 s | 2.60 s |" in page
+    assert "| silver.trades | 1,000 | 0.90 s | 1.80 s | 2.00 s | 0.90 s | 0.80 s | 1.70 s | 0 |" in page
+    assert "polled every 0.2 s" in page and "**Time lag (sampled)**" in page

@@ -87,7 +87,8 @@ def test_summary_and_report_files(tmp_path: Path) -> None:
     assert summary["achieved_msg_s"]["mean"] == pytest.approx(6400 / 20.0)
     assert summary["messages"]["achieved"] == 6400
     assert summary["lag"] == {"max": 1600, "final": 1600}
-    assert summary["freshness_s"]["p50"] == pytest.approx(3.2) and summary["freshness_s"]["max"] == 3.2
+    assert summary["time_lag_s"]["p50"] == pytest.approx(3.2) and summary["time_lag_s"]["max"] == 3.2
+    assert summary["freshness_s"] is None and summary["visible"] is None  # produce → visible not measured
     assert summary["commit_latency_s"]["max"] == pytest.approx(0.3)
     assert summary["drained"] is False and summary["drain_s"] is None
 
@@ -114,5 +115,29 @@ def test_per_minute_freshness_and_rates() -> None:
 
     rows = per_minute([sample(0, 0, 0, 1.0), sample(30, 600, 300, 3.0), sample(60, 1200, 1200, 0.5), sample(90, 1500, 1500, 0.5)])
     assert [r["minute"] for r in rows] == [0, 1]
-    assert rows[0]["freshness_max_s"] == 3.0 and rows[0]["offered_msg_s"] == 20.0 and rows[0]["achieved_msg_s"] == 10.0
-    assert rows[1]["freshness_p50_s"] == 0.5 and rows[1]["offered_msg_s"] == 10.0
+    assert rows[0]["time_lag_max_s"] == 3.0 and rows[0]["offered_msg_s"] == 20.0 and rows[0]["achieved_msg_s"] == 10.0
+    assert rows[1]["time_lag_p50_s"] == 0.5 and rows[1]["offered_msg_s"] == 10.0
+    assert rows[0]["silver_p99_s"] is None
+
+
+def test_produce_to_visible_is_the_headline_and_joins_the_minutes() -> None:
+    from load_tests.scenario import Sample
+    from load_tests.visibility import TableFreshness, layer_report
+
+    t0 = 1_700_000_000.0
+    produced = t0 + np.array([1.0, 2.0, 70.0, 130.0])  # minutes 0, 0, 1, 2 of the run
+
+    def layer(delays: list[float], name: str) -> dict:
+        return layer_report({name: TableFreshness(produced, produced + np.array(delays), produced)}, t0)
+
+    visible = {"silver": layer([0.5, 1.5, 0.7, 0.9], "silver.trades"), "bronze": layer([0.2, 0.3, 0.4, 0.1], "bronze.raw_trades")}
+    samples = [Sample(t=t, offered=0, published=0, committed={}, achieved=0, lag={}, lag_total=0, freshness_s={"silver.trades": 2.0})
+               for t in (2.0, 62.0)]  # fmt: skip
+    summary = summarize(samples, replay_seconds=62.0, drained_at=62.0, visible=visible)
+    assert summary["freshness_s"]["max"] == 1.5 and summary["freshness_s"]["max_table"] == "silver.trades"
+    assert summary["time_lag_s"]["max"] == 2.0
+    rows = {r["minute"]: r for r in summary["per_minute"]}
+    assert sorted(rows) == [0, 1, 2]  # minute 2 has produce times but no sample: still reported
+    assert rows[0]["silver_max_s"] == pytest.approx(1.5) and rows[0]["silver_p50_s"] == pytest.approx(1.0)
+    assert rows[0]["bronze_max_s"] == pytest.approx(0.3) and rows[0]["silver_worst_table"] == "silver.trades"
+    assert rows[2]["silver_p99_s"] == pytest.approx(0.9) and rows[2]["time_lag_p99_s"] is None
