@@ -16,10 +16,8 @@ duplicates, the old rows a correction replaces, by the day they live on).
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 import json
 import logging
-import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -38,21 +36,40 @@ from schemas.offsets import snapshot_ancestry
 from schemas.tables.bronze import KAFKA_COORDINATES
 from schemas.tables.silver import SILVER_REJECTS
 from schemas.tables.spec import TableSpec
+from stream_workers.key_index import MISSING, Hasher, KeyTable, key_hashes
 from stream_workers.ledger import TablePlan
 from stream_workers.rules import clean
 
 log = logging.getLogger(__name__)
 
 Key = object  # the key value itself, or a tuple for composite keys
-_DAY_BITS = 20  # days since 1970 < 2**20 (year 4840): packed with the event time in one int
-_DAY_MASK = (1 << _DAY_BITS) - 1
 _EPOCH = dt.date(1970, 1, 1)
 MAX_HISTORY_DAYS = 14  # older days loaded on demand, least recently used dropped first
 
 
-def _pack(event_us: np.ndarray, days: np.ndarray) -> list[int]:
-    """(event time µs, day number) pairs as the index's values: one int, the time in the high bits."""
-    return [(t << _DAY_BITS) | d for t, d in zip(event_us.tolist(), days.tolist(), strict=True)]
+@dataclass(frozen=True)
+class IndexUpdate:
+    """Keys (by identity) with the (event time, day) the index holds for them once a plan commits."""
+
+    h1: np.ndarray
+    h2: np.ndarray
+    times: np.ndarray
+    days: np.ndarray
+    new_keys: int  # how many of them the index did not hold
+
+    def __len__(self) -> int:
+        return len(self.h1)
+
+
+def _best_per_key(h1: np.ndarray, h2: np.ndarray, event_us: np.ndarray) -> np.ndarray:
+    """Positions of each key's best row: latest event time, then the first arrival (lowest position)."""
+    n = len(h1)
+    order = np.lexsort((np.arange(n), -event_us, h2, h1))
+    first = np.ones(n, dtype=bool)
+    if n > 1:
+        a, b = h1[order], h2[order]
+        first[1:] = (a[1:] != a[:-1]) | (b[1:] != b[:-1])
+    return order[first]
 
 
 def _day_number(day: dt.date) -> int:
@@ -63,9 +80,11 @@ class SilverIndex:
     """Key -> (event time µs, trading day) of the row silver holds, for whole days, as of one snapshot."""
 
     def __init__(
-        self, spec: TableSpec, window: dt.timedelta, clock: Callable[[], float] = time.time, max_bytes: int | None = None
+        self, spec: TableSpec, window: dt.timedelta, clock: Callable[[], float] = time.time, max_bytes: int | None = None,
+        hasher: Hasher = key_hashes,
     ) -> None:
         self.spec = spec
+        self.hasher = hasher  # a key's identity (tests pass a weak one to force collisions)
         self.max_bytes = max_bytes  # older (history) days are dropped to stay under it; the live window never
         self.key = spec.key
         # A trade's key says nothing about its day, and a correction may move it to the next day;
@@ -73,7 +92,7 @@ class SilverIndex:
         self.neighbour_days = 0 if any(pa.types.is_timestamp(spec.columns.field(k).type) for k in self.key) else 1
         self.window = window
         self.clock = clock
-        self.latest: dict[Key, int] = {}
+        self.latest = KeyTable()
         self.days: set[int] = set()
         self.history: dict[int, float] = {}  # day outside the window -> last used (LRU)
         self.synced: int | None = None  # snapshot id the index reflects (None: the table is empty)
@@ -84,13 +103,8 @@ class SilverIndex:
         return len(self.latest)
 
     def approx_bytes(self) -> int:
-        """What the index holds in memory: the dict, its keys and values (keys sized on a sample)."""
-        n = len(self.latest)
-        if not n:
-            return sys.getsizeof(self.latest)
-        sample = list(itertools.islice(self.latest.items(), 64))
-        per_entry = sum(_deep_size(k) + sys.getsizeof(v) for k, v in sample) / len(sample)
-        return int(sys.getsizeof(self.latest) + n * per_entry)
+        """What the index holds in memory (its arrays)."""
+        return self.latest.nbytes
 
     def live_days(self) -> set[int]:
         now = dt.datetime.fromtimestamp(self.clock(), dt.UTC)
@@ -99,36 +113,33 @@ class SilverIndex:
 
     def held(self, key: Key) -> tuple[int, int] | None:
         """(event time µs, day number) of the row silver holds for ``key`` among the loaded days."""
-        packed = self.latest.get(key)
-        return None if packed is None else (packed >> _DAY_BITS, packed & _DAY_MASK)
+        values = key if isinstance(key, tuple) else (key,)
+        probe = pa.table({c: pa.array([v], self.spec.columns.field(c).type) for c, v in zip(self.key, values, strict=True)})
+        times, days = self.latest.lookup(*self.hashes(probe))
+        return None if times[0] == MISSING else (int(times[0]), int(days[0]))
 
-    def keys_of(self, rows: pa.Table) -> list[Key]:
-        if len(self.key) == 1:
-            keys: list[Key] = rows[self.key[0]].to_pylist()
-            return keys
-        return list(zip(*(rows[c].to_pylist() for c in self.key), strict=True))
+    def hashes(self, rows: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+        return self.hasher(rows, self.key)
+
+    def apply(self, update: IndexUpdate) -> None:
+        """A committed plan's keys, all new or newer than held when it was planned against this state."""
+        self.latest.upsert(update.h1, update.h2, update.times, update.days, update.new_keys)
 
     def merge(self, rows: pa.Table) -> None:
-        """Take rows silver holds (or will hold after this commit); the latest event time per key wins.
-
-        Whole-column work and C-level dict operations only: this runs on every batch's rows.
-        """
+        """Take rows silver holds (or will hold after this commit); the latest event time per key wins,
+        the first arrival among equal times. Whole-array work only: this runs on every batch's rows."""
         if rows.num_rows == 0:
             return
         if rows["event_timestamp"].null_count or rows["trade_date"].null_count:
             rows = rows.filter(pc.and_(pc.is_valid(rows["event_timestamp"]), pc.is_valid(rows["trade_date"])))
         event = pc.cast(rows["event_timestamp"], pa.int64()).to_numpy(zero_copy_only=False)
         day = pc.cast(rows["trade_date"], pa.int32()).to_numpy(zero_copy_only=False)
-        # Ascending time, and among equal times the first arrival last: in the dict built below it wins.
-        order = np.lexsort((-np.arange(len(event)), event))
-        keys = self.keys_of(rows)
-        ordered = list(map(keys.__getitem__, order.tolist()))
-        incoming = dict(zip(ordered, _pack(event[order], day[order]), strict=True))
-        latest = self.latest
-        if latest:
-            held = list(map(latest.get, incoming))
-            incoming = {k: p for (k, p), h in zip(incoming.items(), held, strict=True) if h is None or h >> _DAY_BITS < p >> _DAY_BITS}
-        latest.update(incoming)
+        h1, h2 = self.hashes(rows)
+        best = _best_per_key(h1, h2, event)
+        h1, h2, event, day = h1[best], h2[best], event[best], day[best]
+        held, _ = self.latest.lookup(h1, h2)
+        take = event > held  # an absent key holds MISSING, older than any time
+        self.latest.upsert(h1[take], h2[take], event[take], day[take], int((held == MISSING).sum()))
 
     # -- keeping in step with the table -----------------------------------------------------
 
@@ -168,7 +179,7 @@ class SilverIndex:
         self._evict(live | wanted)
 
     def _reload(self, table: Table, snapshot_id: int | None, days: set[int]) -> None:
-        self.latest = {}
+        self.latest = KeyTable()
         self.days = set(days)
         if snapshot_id is not None and days:
             self.merge(self._scan_days(table, snapshot_id, sorted(days)))
@@ -200,7 +211,7 @@ class SilverIndex:
     def _drop(self, doomed: set[int]) -> None:
         if doomed:
             self.days -= doomed
-            self.latest = {k: v for k, v in self.latest.items() if (v & _DAY_MASK) not in doomed}
+            self.latest.drop_days(doomed)
 
     def _columns(self) -> tuple[str, ...]:
         return (*self.key, "event_timestamp", "trade_date")
@@ -237,10 +248,10 @@ class SilverPlan:
     rejects: pa.Table
     duplicates: int
     replaced: dict[int, list[Key]] = field(default_factory=dict)  # day number -> keys whose old row goes
-    # What the index holds once ``rows`` are committed (key -> packed event time and day): every kept row
-    # is new or newer than what the index held when planned, so committing it is a plain dict update.
-    # None: the rows hold a null time or day (the rules reject those), merged row by row instead.
-    index_updates: dict[Key, int] | None = None
+    # What the index holds once ``rows`` are committed: every kept row is new or newer than what the index
+    # held when planned, so committing it is a plain upsert. None: the rows hold a null time or day (the
+    # rules reject those), merged instead.
+    index_updates: IndexUpdate | None = None
 
     def delete_filter(self, key: tuple[str, ...]) -> BooleanExpression | None:
         if not self.replaced:
@@ -265,32 +276,28 @@ def plan_silver(rows: pa.Table, index: SilverIndex) -> SilverPlan:
     Vectorised: a sort, C-level dict operations, numpy comparisons; Python per row only for corrections.
     """
     if rows.num_rows == 0:
-        return SilverPlan(rows, SILVER_REJECTS.empty(), 0, {}, {})
-    keys = index.keys_of(rows)
+        return SilverPlan(rows, SILVER_REJECTS.empty(), 0, {}, None)
     event_us = pc.cast(rows["event_timestamp"], pa.int64()).to_numpy(zero_copy_only=False)
-    n = len(keys)
-    # Best row per key: latest event time, then lowest position. Walking that order backwards into a
-    # dict leaves each key's best row as its value.
-    order = np.lexsort((np.arange(n), -event_us)).tolist()[::-1]
-    best = dict(zip(map(keys.__getitem__, order), order, strict=True))
-    candidates = np.fromiter(best.values(), dtype=np.int64, count=len(best))
-    held = list(map(index.latest.get, best))
-    known = np.fromiter((h is not None for h in held), dtype=bool, count=len(held))
-    held_us = np.fromiter((0 if h is None else h >> _DAY_BITS for h in held), dtype=np.int64, count=len(held))
+    h1, h2 = index.hashes(rows)
+    candidates = _best_per_key(h1, h2, event_us)
+    held_us, held_day = index.latest.lookup(h1[candidates], h2[candidates])
+    known = held_us != MISSING
     newer = known & (event_us[candidates] > held_us)
-    kept = np.flatnonzero(~known | newer)
+    kept = ~known | newer
     keep = np.sort(candidates[kept])
-    replaced: dict[int, list[Key]] = {}
-    best_keys = list(best)
     index_updates = None
     if not (rows["event_timestamp"].null_count or rows["trade_date"].null_count):
-        day = pc.cast(rows["trade_date"], pa.int32()).to_numpy()
+        day = pc.cast(rows["trade_date"], pa.int32()).to_numpy(zero_copy_only=False)
         kept_rows = candidates[kept]
-        index_updates = dict(zip(map(best_keys.__getitem__, kept.tolist()), _pack(event_us[kept_rows], day[kept_rows]), strict=True))
-    for j in np.flatnonzero(newer).tolist():
-        h = held[j]
-        assert h is not None
-        replaced.setdefault(h & _DAY_MASK, []).append(best_keys[j])
+        index_updates = IndexUpdate(h1[kept_rows], h2[kept_rows], event_us[kept_rows], day[kept_rows],
+                                    int((~known).sum()))  # fmt: skip
+    replaced: dict[int, list[Key]] = {}
+    if newer.any():  # corrections: their key values name the old rows to delete
+        at = candidates[newer]
+        columns = [rows[c].take(pa.array(at, pa.int64())).to_pylist() for c in index.key]
+        keys: list[Key] = columns[0] if len(columns) == 1 else list(zip(*columns, strict=True))
+        for d, k in zip(held_day[newer].tolist(), keys, strict=True):
+            replaced.setdefault(d, []).append(k)
     out = rows.take(pa.array(keep, pa.int64()))
     superseded = int(newer.sum())
     duplicates = rows.num_rows - len(keep) + superseded  # superseded silver rows count as duplicates too
@@ -314,7 +321,7 @@ class SilverStage:
         self.index = SilverIndex(spec, window, clock, max_index_bytes)
         self.future_skew = future_skew
         self.clock = clock
-        self._planned: dict[Key, int] | None = None  # the last plan's index updates, applied once it commits
+        self._planned: IndexUpdate | None = None  # the last plan's index updates, applied once it commits
 
     def clean(self, bronze_rows: pa.Table) -> tuple[pa.Table, pa.Table]:
         """(cleaned rows ready for dedupe, rejects): pure rules, no state."""
@@ -342,16 +349,12 @@ class SilverStage:
     def committed(self, table: Table, plan: TablePlan) -> None:
         """The commit of ``plan`` succeeded: the index now reflects the table's new snapshot."""
         if self._planned is not None:
-            self.index.latest.update(self._planned)  # planned against this very index state: all new or newer
+            self.index.apply(self._planned)  # planned against this very index state: all new or newer
         else:
             self.index.merge(plan.rows)
         self._planned = None
         snapshot = table.current_snapshot()
         self.index.synced = None if snapshot is None else snapshot.snapshot_id
-
-
-def _deep_size(key: object) -> int:
-    return sys.getsizeof(key) + (sum(sys.getsizeof(part) for part in key) if isinstance(key, tuple) else 0)
 
 
 def _in(column: str, values: list[Any]) -> BooleanExpression:

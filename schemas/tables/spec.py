@@ -22,6 +22,10 @@ from pyiceberg.transforms import DayTransform, IdentityTransform, MonthTransform
 # Streaming tables commit every few seconds: keep metadata small and let readers find files fast.
 STREAMING_PROPERTIES: dict[str, str] = {
     "write.parquet.compression-codec": "zstd",
+    # A unique id column (trade_id) overflows a dictionary anyway; stop trying after 64 KiB, not 2 MiB. On a
+    # 100k-trade batch: Parquet write 31 -> 21 ms CPU and 1.77 -> 1.28 MB; low-cardinality columns (symbol,
+    # side, exchange, trader) still fit their dictionaries.
+    "write.parquet.dict-size-bytes": str(64 * 1024),
     # pyiceberg re-applies a conflicting append on its own by default; the exactly-once rule must
     # re-check recorded offsets first, so every writer of a streaming table retries itself.
     "commit.retry.num-retries": "0",
