@@ -22,7 +22,9 @@ from typing import TypeVar
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.exceptions import CommitFailedException
-from pyiceberg.table import Table
+from pyiceberg.table import Table, Transaction
+from pyiceberg.table.metadata import TableMetadata
+from pyiceberg.table.update import TableUpdate, update_table_metadata
 from pyiceberg.table.update.snapshot import ManageSnapshots
 
 from control_plane.lake_io import as_day, on_day
@@ -47,6 +49,42 @@ class Staged:
     snapshot_id: int | None  # the branch head after the write
     rows: pa.Table
     properties: dict[str, str]
+
+
+class MetadataOnceTransaction(Transaction):
+    """pyiceberg's ``Transaction``, computing its view of the table metadata once per staged state.
+
+    pyiceberg 0.12 recomputes ``table_metadata`` on every read: it replays the staged updates and deep-copies
+    the whole metadata, snapshot history included, and a partition overwrite reads it dozens of times (one
+    stage + publish made 59 copies, now 7; most of a small gold table's stage time, growing with its
+    history). Cached on the identity of the table's metadata and of the staged-updates tuple, which pyiceberg
+    rebinds on every staged change or refresh: the fix proposed upstream (apache/iceberg-python#3302, #3784).
+    What is committed is unchanged (the catalog applies the updates to the metadata it loads itself).
+    """
+
+    _metadata_view: tuple[TableMetadata, tuple[TableUpdate, ...], TableMetadata] | None = None
+
+    @property
+    def table_metadata(self) -> TableMetadata:
+        base, updates = self._table.metadata, self._updates
+        if not updates:
+            return base  # nothing staged: the table's own (immutable) metadata, as ``table.metadata`` gives it
+        view = self._metadata_view
+        if view is None or view[0] is not base or view[1] is not updates:
+            view = (base, updates, update_table_metadata(base, updates))
+            self._metadata_view = view
+        return view[2]
+
+
+def manage_snapshots(table: Table) -> ManageSnapshots:
+    """``table.manage_snapshots()`` on a ``MetadataOnceTransaction`` (committed by ``.commit()``)."""
+    return ManageSnapshots(transaction=MetadataOnceTransaction(table, autocommit=True))
+
+
+def overwrite(table: Table, rows: pa.Table, day: dt.date, properties: dict[str, str]) -> None:
+    """``table.overwrite`` of partition ``day`` on ``main`` on a ``MetadataOnceTransaction`` (one catalog commit)."""
+    with MetadataOnceTransaction(table) as tx:
+        tx.overwrite(rows, overwrite_filter=on_day(day), snapshot_properties=properties)
 
 
 def _main_snapshot_id(table: Table) -> int | None:
@@ -86,7 +124,7 @@ def stage_day(
         # One catalog commit: the branch is made from main and the partition overwritten on it together.
         # Only this run knows the branch; the race is on the catalog row only, and a lost race reloads
         # the table and stages again.
-        with table.transaction() as tx:
+        with MetadataOnceTransaction(table) as tx:
             if tx.table_metadata.current_snapshot() is None:
                 # A branch needs a snapshot to start from: main gets an empty one (readers see no rows).
                 tx.append(table.schema().as_arrow().empty_table())
@@ -113,7 +151,7 @@ def read_staged(staged: Staged, columns: Iterable[str]) -> pa.Table:
 def _drop_branch(table: Table, branch: str) -> None:
     def drop() -> None:
         if branch in table.metadata.refs:
-            table.manage_snapshots().remove_branch(branch).commit()
+            manage_snapshots(table).remove_branch(branch).commit()
 
     _retrying(table, f"removing branch {branch}", drop)
 
@@ -128,15 +166,14 @@ def publish(staged: Staged) -> int | None:
         try:
             # Compare-and-set on main (the commit asserts main is still at the branch's base): fails,
             # and changes nothing, if any other commit moved main since this run staged.
-            table.manage_snapshots().set_current_snapshot(snapshot_id=staged.snapshot_id).remove_branch(staged.branch).commit()
+            manage_snapshots(table).set_current_snapshot(snapshot_id=staged.snapshot_id).remove_branch(staged.branch).commit()
             return _main_snapshot_id(table)
         except CommitFailedException:
             table.refresh()
     else:
         table.refresh()
     # main moved on (another day, another run): apply the audited rows as the same partition overwrite.
-    _retrying(table, f"publishing {staged.day}", lambda: table.overwrite(
-        staged.rows, overwrite_filter=on_day(staged.day), snapshot_properties=staged.properties))
+    _retrying(table, f"publishing {staged.day}", lambda: overwrite(table, staged.rows, staged.day, staged.properties))
     _drop_branch(table, staged.branch)
     return _main_snapshot_id(table)
 

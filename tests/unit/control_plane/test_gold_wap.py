@@ -107,3 +107,48 @@ def test_rows_of_another_day_are_refused_before_anything_is_written(lake) -> Non
     with pytest.raises(ValueError, match=r"carry other trade_dates: \[datetime.date\(2024, 1, 3\)\]"):
         wap.stage_day(table, mixed, DAY1)
     assert lake.table(TRADER_ACTIVITY).current_snapshot() is None
+
+
+def _count_metadata_copies(monkeypatch) -> list[int]:
+    """Count the deep copies of table metadata (what pyiceberg's ``Transaction.table_metadata`` makes per read)."""
+    from pydantic import BaseModel
+    from pyiceberg.table.metadata import TableMetadataCommonFields
+
+    copies: list[int] = []
+    original = BaseModel.model_copy
+
+    def counting(self, *args, **kwargs):
+        if kwargs.get("deep") and isinstance(self, TableMetadataCommonFields):
+            copies.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(BaseModel, "model_copy", counting)
+    return copies
+
+
+def test_staging_and_publishing_copy_the_table_metadata_per_change_not_per_read(lake, monkeypatch) -> None:
+    # Each copy costs time proportional to the table's snapshot history; pyiceberg's own transaction made
+    # ~60 of them for one stage + publish (one per read), the write-audit-publish path makes one per change.
+    table = lake.table(TRADER_ACTIVITY)
+    for n in range(3):
+        overwrite_day(table, activity(DAY1, "OLD", n + 1), DAY1)
+    copies = _count_metadata_copies(monkeypatch)
+    staged = wap.stage_day(lake.table(TRADER_ACTIVITY), activity(DAY1, "NEW", 2), DAY1)
+    wap.publish(staged)
+    assert traders(lake.table(TRADER_ACTIVITY), DAY1) == [("NEW", 2)]
+    assert len(copies) <= 10
+
+
+def test_the_transaction_s_metadata_view_follows_each_staged_change(lake) -> None:
+    table = lake.table(TRADER_ACTIVITY)
+    overwrite_day(table, activity(DAY1, "OLD", 1), DAY1)
+    tx = wap.MetadataOnceTransaction(table)
+    assert tx.table_metadata is table.metadata  # nothing staged yet
+    tx.set_properties({"ticklake.test": "1"})
+    staged = tx.table_metadata
+    assert staged.properties["ticklake.test"] == "1" and "ticklake.test" not in table.metadata.properties
+    assert tx.table_metadata is staged  # read again, not rebuilt
+    tx.set_properties({"ticklake.test": "2"})
+    assert tx.table_metadata.properties["ticklake.test"] == "2"
+    table.refresh()  # another commit or a refresh gives the table new metadata: the view follows it
+    assert tx.table_metadata is not staged and tx.table_metadata.properties["ticklake.test"] == "2"
