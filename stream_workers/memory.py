@@ -1,10 +1,15 @@
 """A worker's process memory: what it holds, not what its allocators kept.
 
-A batch passes through three allocators — glibc's (Python objects, numpy), jemalloc inside polars (the
-Avro decoder) and mimalloc inside Arrow (Parquet writing) — and each keeps freed pages for reuse. On a
-backlog that left a worker's RSS at several times the bytes it held (``load_tests.bench_ingest``
+A batch passes through allocators — glibc's (Python objects, numpy), jemalloc inside polars (the Avro
+decoder) and, by default, mimalloc inside Arrow (Parquet writing) — and each keeps freed pages for reuse.
+On a backlog that left a worker's RSS at several times the bytes it held (``load_tests.bench_ingest``
 measured ~200 MiB kept by polars' jemalloc alone after one 250k-row decode). Freed memory goes back to the
 system after each batch instead; the cost is a few milliseconds a batch.
+
+Arrow allocates through glibc (its system pool) and glibc keeps two arenas, not eight per core: with a
+decoder and a committer thread per topic, each thread's arena kept its own freed fragments. One worker
+draining 1M trades (``load_tests.bench_peers`` conditions): peak RSS 780–800 MiB with mimalloc and
+default arenas, 605–656 MiB with both settings, CPU within noise.
 """
 
 from __future__ import annotations
@@ -20,13 +25,16 @@ log = logging.getLogger(__name__)
 
 # jemalloc (polars) reads this when polars loads: return dirty pages at once instead of after 10 s.
 _POLARS_JEMALLOC = ("_RJEM_MALLOC_CONF", "dirty_decay_ms:0,muzzy_decay_ms:0")
+ARENAS = 2  # glibc malloc arenas; an operator's MALLOC_ARENA_MAX wins
+_M_ARENA_MAX = -8  # mallopt parameter (malloc.h)
 
 
 def prepare_process() -> None:
     """Call once, first thing in a worker process (before polars is imported); an operator's own
     ``_RJEM_MALLOC_CONF`` wins.
 
-    Also collects the young generation every 200k allocations instead of 700: a worker allocates
+    Arrow allocates from glibc with at most ``ARENAS`` arenas (see the module docstring); an operator's
+    ``ARROW_DEFAULT_MEMORY_POOL`` / ``MALLOC_ARENA_MAX`` win. Also collects the young generation every 200k allocations instead of 700: a worker allocates
     millions of short-lived objects per batch, and the default threshold's passes over them cost a third
     of throughput (bench_ingest).
     """
@@ -34,6 +42,12 @@ def prepare_process() -> None:
     if "polars" in sys.modules and name not in os.environ:
         log.warning("polars was imported before the allocator was configured: freed memory is returned late")
     os.environ.setdefault(name, value)
+    if "ARROW_DEFAULT_MEMORY_POOL" not in os.environ:
+        import pyarrow as pa
+
+        pa.set_memory_pool(pa.system_memory_pool())
+    if _libc is not None and "MALLOC_ARENA_MAX" not in os.environ:
+        _libc.mallopt(_M_ARENA_MAX, ARENAS)
     gc.freeze()
     gc.set_threshold(200_000, 50, 1000)
 
