@@ -29,12 +29,23 @@ ARENAS = 2  # glibc malloc arenas; an operator's MALLOC_ARENA_MAX wins
 _M_ARENA_MAX = -8  # mallopt parameter (malloc.h)
 
 
+def choose_allocators() -> None:
+    """Arrow through glibc, glibc with ``ARENAS`` arenas (see the module docstring). Arrow's C++ default pool
+    is fixed when pyarrow loads and arenas when threads start: call this first thing in the process
+    (``stream_workers.entry`` does, for the ``ticklake`` command). An operator's environment wins."""
+    if "pyarrow" in sys.modules and "ARROW_DEFAULT_MEMORY_POOL" not in os.environ:
+        log.warning("pyarrow was imported before the allocator was chosen: Arrow keeps its default pool")
+    os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
+    os.environ.setdefault(*_POLARS_JEMALLOC)
+    if _libc is not None and "MALLOC_ARENA_MAX" not in os.environ:
+        _libc.mallopt(_M_ARENA_MAX, ARENAS)  # before any thread (librdkafka's too) has made an arena
+
+
 def prepare_process() -> None:
     """Call once, first thing in a worker process (before polars is imported); an operator's own
     ``_RJEM_MALLOC_CONF`` wins.
 
-    Arrow allocates from glibc with at most ``ARENAS`` arenas (see the module docstring); an operator's
-    ``ARROW_DEFAULT_MEMORY_POOL`` / ``MALLOC_ARENA_MAX`` win. Also collects the young generation every 200k allocations instead of 700: a worker allocates
+    Also collects the young generation every 200k allocations instead of 700: a worker allocates
     millions of short-lived objects per batch, and the default threshold's passes over them cost a third
     of throughput (bench_ingest).
     """
@@ -42,12 +53,6 @@ def prepare_process() -> None:
     if "polars" in sys.modules and name not in os.environ:
         log.warning("polars was imported before the allocator was configured: freed memory is returned late")
     os.environ.setdefault(name, value)
-    if "ARROW_DEFAULT_MEMORY_POOL" not in os.environ:
-        import pyarrow as pa
-
-        pa.set_memory_pool(pa.system_memory_pool())
-    if _libc is not None and "MALLOC_ARENA_MAX" not in os.environ:
-        _libc.mallopt(_M_ARENA_MAX, ARENAS)
     gc.freeze()
     gc.set_threshold(200_000, 50, 1000)
 
