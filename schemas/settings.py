@@ -52,7 +52,7 @@ class Settings:
     commit_interval_s: float = 2.0
     commit_min_interval_s: float = 0.5
     max_batch_rows: int = 500_000
-    max_batch_bytes: int = 8 * 1024 * 1024
+    max_batch_bytes: int = 6 * 1024 * 1024
     expire_every_commits: int = 5
     keep_snapshots: int = 20
     dedupe_window_hours: float = 48.0
@@ -99,7 +99,7 @@ class Settings:
             commit_interval_s=_float(env, "TICKLAKE_COMMIT_INTERVAL_S", 2.0),
             commit_min_interval_s=_float(env, "TICKLAKE_COMMIT_MIN_INTERVAL_S", 0.5),
             max_batch_rows=_int(env, "TICKLAKE_MAX_BATCH_ROWS", 500_000),
-            max_batch_bytes=_int(env, "TICKLAKE_MAX_BATCH_BYTES", 8 * 1024 * 1024),
+            max_batch_bytes=_int(env, "TICKLAKE_MAX_BATCH_BYTES", 6 * 1024 * 1024),
             expire_every_commits=_int(env, "TICKLAKE_EXPIRE_EVERY_COMMITS", 5),
             keep_snapshots=_int(env, "TICKLAKE_KEEP_SNAPSHOTS", 20),
             dedupe_window_hours=_float(env, "TICKLAKE_DEDUPE_WINDOW_HOURS", 48.0),
