@@ -247,3 +247,41 @@ def test_the_flusher_holds_at_most_two_decoded_batches_of_a_topic() -> None:
         flusher.close()
     assert order == list(range(12))
     assert peak == 2, f"{peak} decoded batches were alive at once"
+
+
+def test_silver_commits_while_bronze_is_still_committing(settings, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Each table takes only what it lacks, so a batch's silver commit does not wait for bronze's; and a
+    batch whose bronze lane failed while silver committed is re-read without loss or duplicates."""
+    log = _log(200)
+    real_commit = LedgerTable.commit
+    windows: dict[tuple[str, str], tuple[float, float]] = {}
+    calls = {"bronze": 0}
+
+    def slow_bronze(self, topic, span, rows, planner=None, gate=None):  # type: ignore[no-untyped-def]
+        started = time.monotonic()
+        if self.name == BRONZE_TRADES.name:
+            time.sleep(0.2)
+            calls["bronze"] += 1
+            if calls["bronze"] == 2:
+                raise OperationalError("UPDATE iceberg_tables", {}, Exception("database is locked"))
+        result = real_commit(self, topic, span, rows, planner, gate)
+        windows[(self.name, repr(sorted(span.items())))] = (started, time.monotonic())
+        return result
+
+    monkeypatch.setattr(LedgerTable, "commit", slow_bronze)
+    worker = _worker(settings, MemoryConsumer(log))
+    want = {p: len(log[(RAW_TRADES, p)]) for p in range(PARTITIONS)}
+    _run_until(worker, lambda: _ends(settings, BRONZE_TRADES) == want and _ends(settings, SILVER_TRADES) == want)
+    spans = {span for (table, span) in windows if table == BRONZE_TRADES.name}
+    both = [s for s in spans if (SILVER_TRADES.name, s) in windows]
+    assert both, "no batch committed to both tables"
+    for s in both:
+        bronze_start, bronze_end = windows[(BRONZE_TRADES.name, s)]
+        silver_start, _ = windows[(SILVER_TRADES.name, s)]
+        assert silver_start < bronze_end, "silver waited for bronze"
+    catalog = open_catalog(settings)
+    bronze = catalog.load_table(BRONZE_TRADES.name).scan(selected_fields=("kafka_partition", "kafka_offset", "trade_id")).to_arrow()
+    got = sorted(zip(bronze["kafka_partition"].to_pylist(), bronze["kafka_offset"].to_pylist(), strict=True))
+    assert got == sorted((p, o) for p in range(PARTITIONS) for o in range(want[p])), "every offset once in bronze"
+    silver = catalog.load_table(SILVER_TRADES.name).scan(selected_fields=("trade_id",)).to_arrow()
+    assert silver.num_rows == len(pc.unique(silver["trade_id"])) == len(pc.unique(bronze["trade_id"]))
