@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -137,54 +136,31 @@ class TopicSink:
         """
         if decoded is None:
             decoded = self.decode(messages)
-        batch = decoded
+        commits: list[CommitResult] = []
 
         def commit(
-            into: list[CommitResult], table: LedgerTable, rows: pa.Table, planner: Planner | None = None,
-            gate: LedgerTable | None = None,
-        ) -> CommitResult | None:  # fmt: skip
+            table: LedgerTable, rows: pa.Table, planner: Planner | None = None, gate: LedgerTable | None = None
+        ) -> CommitResult | None:
             try:
                 result = table.commit(self.topic, span, rows, planner, gate)
             except Exception as exc:
                 raise TableCommitFailed(table.name, self.topic, exc) from exc
             if result is not None:
-                into.append(result)
+                commits.append(result)
             return result
 
-        # Two lanes, each table under the exactly-once rule on its own (a table takes only what it lacks),
-        # so silver need not wait for bronze: the bronze lane runs on a thread of its own while silver's runs
-        # here (Parquet writing and catalog I/O release the GIL), and the batch is done when both are.
         # A sidecar's own end lags (it commits only when it has rows): the end of its main table gates it.
-        bronze_commits: list[CommitResult] = []
-        silver_commits: list[CommitResult] = []
-        failed: list[BaseException] = []
-
-        def bronze_lane() -> None:
-            try:
-                commit(bronze_commits, self.dead_letters, batch.dead_letters, self._publish_dead_letters, gate=self.bronze)
-                commit(bronze_commits, self.bronze, batch.rows)
-            except BaseException as exc:  # re-raised below, once the silver lane is done too
-                failed.append(exc)
-
+        commit(self.dead_letters, decoded.dead_letters, self._publish_dead_letters, gate=self.bronze)
+        commit(self.bronze, decoded.rows)
         duplicates = rejects = 0
         if self.silver is not None and self.silver_table is not None and self.rejects is not None:
-            lane = threading.Thread(target=bronze_lane, name=f"bronze-{self.topic}", daemon=True)
-            lane.start()
-            try:
-                rows, reject_rows = self.silver.clean(decoded.rows)
-                rejects = reject_rows.num_rows
-                commit(silver_commits, self.rejects, reject_rows, gate=self.silver_table)
-                silver = commit(silver_commits, self.silver_table, rows, self.silver.planner)
-                if silver is not None and silver.plan is not None:
-                    self.silver.committed(self.silver_table.table, silver.plan)
-                    duplicates = int(silver.plan.counters.get("duplicates", 0))
-            finally:
-                lane.join()  # never leave a lane committing behind the caller's back
-        else:
-            bronze_lane()
-        if failed:
-            raise failed[0]
-        commits = bronze_commits + silver_commits
+            rows, reject_rows = self.silver.clean(decoded.rows)
+            rejects = reject_rows.num_rows
+            commit(self.rejects, reject_rows, gate=self.silver_table)
+            silver = commit(self.silver_table, rows, self.silver.planner)
+            if silver is not None and silver.plan is not None:
+                self.silver.committed(self.silver_table.table, silver.plan)
+                duplicates = int(silver.plan.counters.get("duplicates", 0))
         for p, (_, end) in span.items():
             if p in self.positions:
                 self.positions[p] = end
