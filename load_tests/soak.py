@@ -212,7 +212,7 @@ def _read_commits(stream, log: SoakLog, echo: Path) -> None:  # type: ignore[no-
 
 
 def _ticklake(*args: str) -> list[str]:
-    return [sys.executable, "-m", "stream_workers.cli", *args]
+    return [sys.executable, "-m", "stream_workers.entry", *args]
 
 
 def _print_window(log: SoakLog, index: int, start: float, end: float, snapshots: int | None, files: int | None) -> None:

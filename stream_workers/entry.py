@@ -10,3 +10,7 @@ def main() -> int:
     from stream_workers.cli import main as cli_main
 
     return cli_main()
+
+
+if __name__ == "__main__":  # python -m stream_workers.entry …, as the ``ticklake`` script does
+    raise SystemExit(main())

@@ -206,7 +206,7 @@ def running_stream(env: dict[str, str], workdir: Path, rate: float, seconds: flo
         broker.create_topics(config.client_config(), default_topics())
         stream_env = {**env, "KAFKA_BOOTSTRAP_SERVERS": config.bootstrap, "TICKLAKE_METRICS_PORT": "0",
                       "PYTHONPATH": str(stream_repo)}
-        ticklake = [sys.executable, "-m", "stream_workers.cli"]
+        ticklake = [sys.executable, "-m", "stream_workers.entry"]
         # The worker's cwd is the scratch dir: Faust keeps its local data dir there.
         procs.append(subprocess.Popen([*ticklake, "worker", "--log-level", "warning"], env=stream_env, cwd=workdir,
                                       stdout=open(workdir / "worker.log", "w"), stderr=subprocess.STDOUT))

@@ -75,7 +75,7 @@ class WorkerProcess:
         self.log_path = log_path
         self._log = open(log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "stream_workers.cli", "worker", "--engine", engine],
+            [sys.executable, "-m", "stream_workers.entry", "worker", "--engine", engine],
             env={**worker_env(settings, group), **(env or {})},
             stdout=self._log,
             stderr=subprocess.STDOUT,
