@@ -96,6 +96,20 @@ def print_figures(summary: dict, workers: int) -> None:
           f"load average {os.getloadavg()[0]:.2f}")  # fmt: skip
 
 
+def wait_until_assigned(logs: list[Path], workers: list[subprocess.Popen[bytes]], timeout_s: float = 120) -> None:
+    """Replay only once every worker holds partitions: a sustained-rate figure, not a start-up one (the
+    first seconds of a worker still importing and joining the group would land in minute 0)."""
+    deadline = time.monotonic() + timeout_s
+    while not all(log.exists() and b" assigned {" in log.read_bytes() for log in logs):
+        for w, log in zip(workers, logs, strict=True):
+            if w.poll() is not None:
+                tail = log.read_text(errors="replace").splitlines()[-20:] if log.exists() else []
+                raise RuntimeError(f"worker exited with {w.returncode} before it was assigned partitions:\n" + "\n".join(tail))
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"workers not assigned partitions after {timeout_s:.0f} s; see {', '.join(map(str, logs))}")
+        time.sleep(0.2)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m load_tests.bench_freshness", description=__doc__.split("\n\n")[0])
     parser.add_argument("--rate", type=float, default=20_000, help="mean offered msg/s")
@@ -149,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
             log = (wdir / "worker.log").open("wb")
             workers.append(subprocess.Popen([ticklake, "worker", "--log-level", "info"], cwd=wdir, stdout=log,
                                             stderr=subprocess.STDOUT, env={**env, "TICKLAKE_METRICS_PORT": str(port)}))  # fmt: skip
+        wait_until_assigned([work / f"worker-{i}" / "worker.log" for i in range(len(workers))], workers)
         scenario_env = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "TICKLAKE_LAKE_DIR": str(lake)}
         command = [sys.executable, "-m", "load_tests.scenario", "--name", SCENARIO_NAME, "--history", str(history),
                    "--speed", f"{speed:.3f}", "--quiet", "--drain-timeout", "300",
