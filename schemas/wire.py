@@ -18,6 +18,7 @@ from schemas.avro import LOCAL_CONTRACTS, AvroContract
 
 MAGIC_BYTE = 0
 HEADER_SIZE = 5
+MAX_SCHEMA_ID = 2**31 - 1  # registry ids are Java ints; bronze and the dead letters store them as int32
 _HEADER = struct.Struct(">bI")
 
 
@@ -36,6 +37,8 @@ def schema_id_of(payload: bytes | None) -> int:
     if payload[0] != MAGIC_BYTE:
         raise WireFormatError(f"magic byte is {payload[0]}, expected 0")
     schema_id: int = _HEADER.unpack_from(payload)[1]
+    if schema_id > MAX_SCHEMA_ID:
+        raise WireFormatError(f"schema id {schema_id} is beyond any registry id (at most {MAX_SCHEMA_ID})")
     return schema_id
 
 

@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from schemas.avro import avro_to_arrow
 from schemas.tables.bronze import DEAD_LETTERS, KAFKA_COORDINATES
-from schemas.wire import HEADER_SIZE, SchemaLookup, WireFormatError, schema_id_of
+from schemas.wire import HEADER_SIZE, MAX_SCHEMA_ID, SchemaLookup, WireFormatError, schema_id_of
 
 _SYNC = b"ticklake-sync-16"  # any 16 bytes: the block is built and read in one process
 
@@ -325,6 +325,9 @@ class _Framed:
         ids[magic_ok] = (
             (b[h + 1].astype(np.int64) << 24) | (b[h + 2].astype(np.int64) << 16) | (b[h + 3].astype(np.int64) << 8) | b[h + 4]
         )
+        # An id no registry can hold is not a frame (stored, it would overflow the int32 schema_id column).
+        magic_ok &= ids <= MAX_SCHEMA_ID
+        ids[~magic_ok] = -1
         self.ids = ids
         self.unframed = np.flatnonzero(~magic_ok)
 

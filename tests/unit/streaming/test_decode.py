@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pyarrow.compute as pc
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from schemas.avro import CURRENT_CONTRACT, TRADE_V1, TRADE_V2
@@ -104,6 +104,7 @@ def test_new_optional_field_is_kept_and_removed_required_field_is_dead_lettered(
         max_size=30,
     )
 )
+@example(items=[b"\x00\x80\x00\x00\x00"])  # schema id 2**31: overflowed the int32 column, the batch failed
 def test_fuzz_every_message_is_a_row_or_a_dead_letter(items) -> None:  # type: ignore[no-untyped-def]
     good = [encode(1, TRADE_V1.parsed, r) for r in _RECORDS]
     payloads = []
@@ -125,3 +126,14 @@ def test_fuzz_every_message_is_a_row_or_a_dead_letter(items) -> None:  # type: i
 
 
 _RECORDS = _records(RAW_TRADES, 30)
+
+
+def test_a_schema_id_beyond_int32_is_a_dead_letter_not_a_failed_batch() -> None:
+    """Found by the fuzz test: a header carrying id 2**31 made the dead-letter table overflow its int32
+    column, so the whole batch failed, and was re-read and failed again (a poison message)."""
+    good = encode(1, TRADE_V1.parsed, _RECORDS[0])
+    out = _decoder(RAW_TRADES).decode(_messages(RAW_TRADES, [b"\x00\xff\xff\xff\xff" + good[5:], good]), NOW_US)
+    assert out.rows.num_rows == 1
+    assert out.dead_letters.num_rows == 1
+    assert "beyond any registry id" in out.dead_letters["reason"][0].as_py()
+    assert out.dead_letters["schema_id"][0].as_py() is None
