@@ -51,6 +51,20 @@ def key_hashes(rows: pa.Table, key: tuple[str, ...]) -> tuple[np.ndarray, np.nda
 Hasher = Callable[[pa.Table, tuple[str, ...]], tuple[np.ndarray, np.ndarray]]
 
 
+def _changes(h1: np.ndarray, h2: np.ndarray) -> np.ndarray:
+    """For keys in (h1, h2) order: whether each one differs from the one before it (length n - 1)."""
+    changed: np.ndarray = (h1[1:] != h1[:-1]) | (h2[1:] != h2[:-1])
+    return changed
+
+
+def best_per_key(h1: np.ndarray, h2: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """Positions of each key's best row: the latest time, then the first arrival (lowest position)."""
+    order = np.lexsort((np.arange(len(h1)), -times, h2, h1))
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = _changes(h1[order], h2[order])
+    return order[first]
+
+
 class _Run:
     """One sorted run: unique (h1, h2) keys in ascending order, with their times and days."""
 
@@ -174,5 +188,5 @@ def _merge(older: _Run, newer: _Run) -> _Run:
     both = _Run(*(np.concatenate([getattr(older, a), getattr(newer, a)]) for a in _Run.__slots__))
     run = both.take(_key_order(both.h1, both.h2))  # stable: a key's older entry comes first
     last = np.ones(len(run), dtype=bool)
-    last[:-1] = (run.h1[1:] != run.h1[:-1]) | (run.h2[1:] != run.h2[:-1])
+    last[:-1] = _changes(run.h1, run.h2)
     return run.take(last)

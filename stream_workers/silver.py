@@ -36,7 +36,7 @@ from schemas.offsets import snapshot_ancestry
 from schemas.tables.bronze import KAFKA_COORDINATES
 from schemas.tables.silver import SILVER_REJECTS
 from schemas.tables.spec import TableSpec
-from stream_workers.key_index import MISSING, Hasher, KeyTable, key_hashes
+from stream_workers.key_index import MISSING, Hasher, KeyTable, best_per_key, key_hashes
 from stream_workers.ledger import TablePlan
 from stream_workers.rules import clean
 
@@ -57,19 +57,6 @@ class IndexUpdate:
     days: np.ndarray
     new_keys: int  # how many of them the index did not hold
 
-    def __len__(self) -> int:
-        return len(self.h1)
-
-
-def _best_per_key(h1: np.ndarray, h2: np.ndarray, event_us: np.ndarray) -> np.ndarray:
-    """Positions of each key's best row: latest event time, then the first arrival (lowest position)."""
-    n = len(h1)
-    order = np.lexsort((np.arange(n), -event_us, h2, h1))
-    first = np.ones(n, dtype=bool)
-    if n > 1:
-        a, b = h1[order], h2[order]
-        first[1:] = (a[1:] != a[:-1]) | (b[1:] != b[:-1])
-    return order[first]
 
 
 def _day_number(day: dt.date) -> int:
@@ -135,7 +122,7 @@ class SilverIndex:
         event = pc.cast(rows["event_timestamp"], pa.int64()).to_numpy(zero_copy_only=False)
         day = pc.cast(rows["trade_date"], pa.int32()).to_numpy(zero_copy_only=False)
         h1, h2 = self.hashes(rows)
-        best = _best_per_key(h1, h2, event)
+        best = best_per_key(h1, h2, event)
         h1, h2, event, day = h1[best], h2[best], event[best], day[best]
         held, _ = self.latest.lookup(h1, h2)
         take = event > held  # an absent key holds MISSING, older than any time
@@ -273,13 +260,13 @@ def plan_silver(rows: pa.Table, index: SilverIndex) -> SilverPlan:
 
     Latest event time per key wins; among equal times the first arrival (lowest offset) wins. A newer
     version of a key silver holds replaces the old row, found on the day the index says it lives on.
-    Vectorised: a sort, C-level dict operations, numpy comparisons; Python per row only for corrections.
+    Vectorised: key hashes, a sort, binary searches in the index; Python per row only for corrections.
     """
     if rows.num_rows == 0:
         return SilverPlan(rows, SILVER_REJECTS.empty(), 0, {}, None)
     event_us = pc.cast(rows["event_timestamp"], pa.int64()).to_numpy(zero_copy_only=False)
     h1, h2 = index.hashes(rows)
-    candidates = _best_per_key(h1, h2, event_us)
+    candidates = best_per_key(h1, h2, event_us)
     held_us, held_day = index.latest.lookup(h1[candidates], h2[candidates])
     known = held_us != MISSING
     newer = known & (event_us[candidates] > held_us)
