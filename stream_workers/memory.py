@@ -36,23 +36,22 @@ def choose_allocators() -> None:
     if "pyarrow" in sys.modules and "ARROW_DEFAULT_MEMORY_POOL" not in os.environ:
         log.warning("pyarrow was imported before the allocator was chosen: Arrow keeps its default pool")
     os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
-    os.environ.setdefault(*_POLARS_JEMALLOC)
+    name, value = _POLARS_JEMALLOC
+    if "polars" in sys.modules and name not in os.environ:
+        log.warning("polars was imported before the allocator was configured: freed memory is returned late")
+    os.environ.setdefault(name, value)
     if _libc is not None and "MALLOC_ARENA_MAX" not in os.environ:
         _libc.mallopt(_M_ARENA_MAX, ARENAS)  # before any thread (librdkafka's too) has made an arena
 
 
 def prepare_process() -> None:
-    """Call once, first thing in a worker process (before polars is imported); an operator's own
-    ``_RJEM_MALLOC_CONF`` wins.
-
-    Also collects the young generation every 200k allocations instead of 700: a worker allocates
-    millions of short-lived objects per batch, and the default threshold's passes over them cost a third
+    """Call once in a worker process before its first batch: ``choose_allocators`` (again, for processes
+    that did not start through ``stream_workers.entry``; what is already chosen stays), then the
+    collector: the young generation every 200k allocations instead of 700, since a worker allocates
+    millions of short-lived objects per batch and the default threshold's passes over them cost a third
     of throughput (bench_ingest).
     """
-    name, value = _POLARS_JEMALLOC
-    if "polars" in sys.modules and name not in os.environ:
-        log.warning("polars was imported before the allocator was configured: freed memory is returned late")
-    os.environ.setdefault(name, value)
+    choose_allocators()
     gc.freeze()
     gc.set_threshold(200_000, 50, 1000)
 
