@@ -38,7 +38,7 @@ import pyarrow.parquet as pq
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from load_tests.visibility import SnapshotWatcher, freshness_report, read_produce_times
+from load_tests.visibility import SnapshotWatcher, freshness_report, read_produce_times, stats
 from schemas.offsets import recorded_offsets
 from schemas.settings import REPO_ROOT, Settings
 from schemas.tables import BRONZE_BY_TOPIC, SILVER_BY_TOPIC
@@ -81,15 +81,8 @@ def _rates(times: Sequence[float], counts: Sequence[float]) -> list[float]:
 
 
 def _stats(values: Iterable[float]) -> dict[str, float | None]:
-    arr = np.asarray([v for v in values if v is not None], dtype=float)
-    if arr.size == 0:
-        return {"p50": None, "p99": None, "max": None, "mean": None}
-    return {
-        "p50": float(np.percentile(arr, 50)),
-        "p99": float(np.percentile(arr, 99)),
-        "max": float(arr.max()),
-        "mean": float(arr.mean()),
-    }
+    found = stats(np.asarray([v for v in values if v is not None], dtype=float))
+    return {k: found[k] for k in ("p50", "p99", "max", "mean")}
 
 
 def summarize(samples: list[Sample], replay_seconds: float | None, drained_at: float | None,
