@@ -37,17 +37,29 @@ def launch(command: list[str], *, cwd: Path, log_file: Path, env: Mapping[str, s
     return int(result.stdout.strip())
 
 
+EMPTY_CMDLINE_RETRIES = 20  # x 50 ms
+
+
 def alive_process(pid_file: Path, marker: str) -> psutil.Process | None:
-    """The live process whose pid ``pid_file`` holds (first line) and whose command line contains ``marker``."""
+    """The live process whose pid ``pid_file`` holds (first line) and whose command line contains ``marker``.
+
+    A process in the middle of ``execve`` (just launched) shows an empty command line for a moment: that is
+    read again, not taken for "not running" (a readiness wait once gave up on a starting S3Proxy that way).
+    """
     try:
         pid = int(pid_file.read_text().split()[0])
         process = psutil.Process(pid)
-        if process.status() == psutil.STATUS_ZOMBIE:
-            return None
-        cmdline = " ".join(process.cmdline())
+        for _ in range(EMPTY_CMDLINE_RETRIES):
+            if process.status() == psutil.STATUS_ZOMBIE:
+                return None
+            cmdline = " ".join(process.cmdline())
+            if cmdline:
+                break
+            time.sleep(0.05)
     except (FileNotFoundError, IndexError, ValueError, psutil.NoSuchProcess, psutil.AccessDenied):
         return None
     return process if marker in cmdline else None
+
 
 
 def stop_process(process: psutil.Process | None, *, sig: int = signal.SIGTERM, timeout_s: float = 30.0) -> bool:
