@@ -7,6 +7,7 @@ key-scoped delete + append). Afterwards every row is there exactly once and the 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import random
 import threading
@@ -130,8 +131,12 @@ def test_compaction_and_expiry_under_streaming_writers(tmp_path: Path) -> None:
     for w in writers:
         w.join()
         assert w.error is None, w.error
-    for table in tables:  # and once more at rest
-        outcomes += compact_table(table, policy)
+    # And once more at rest, taking any partition with two small files or more: while writing, a partition
+    # is left alone below four, so how many stragglers the last round left depended on timing (CI once
+    # ended with 3 + 3 bronze files).
+    at_rest = dataclasses.replace(policy, min_input_files=2)
+    for table in tables:
+        outcomes += compact_table(table, at_rest)
         expire_snapshots(table, older_than=dt.timedelta(seconds=0), retain_last=3)
 
     compacted = [o for o in outcomes if o.status == "compacted"]
@@ -158,4 +163,4 @@ def test_compaction_and_expiry_under_streaming_writers(tmp_path: Path) -> None:
             assert len(prices) == total
             assert all(prices[t] == -1.0 for t in writer.corrected)
         health = table_health(table, policy.small_file_bytes)
-        assert health.data_files <= 4, health  # two day partitions, compacted at rest (+ stragglers)
+        assert health.data_files <= 2, health  # two day partitions, each compacted to one file at rest
